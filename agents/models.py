@@ -1,0 +1,52 @@
+"""Agent profiles and their versioned prompts. Versions are never overwritten."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class AgentProfile(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("edit_prompts", "Can edit and activate prompt versions")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PromptVersion(models.Model):
+    """One saved state of an agent's prompt, fallback texts and model parameters."""
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    system_prompt = models.TextField()
+    fallback_tier1 = models.TextField()
+    fallback_tier2 = models.TextField()
+    fallback_tier3 = models.TextField()
+    model = models.CharField(max_length=200)
+    temperature = models.FloatField()
+    max_tokens = models.PositiveIntegerField()
+    top_p = models.FloatField()
+    frequency_penalty = models.FloatField()
+    presence_penalty = models.FloatField()
+    note = models.CharField(max_length=500, blank=True)
+    is_active = models.BooleanField(default=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["profile", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "number"], name="unique_version_number"),
+            models.UniqueConstraint(
+                fields=["profile"], condition=models.Q(is_active=True), name="one_active_version"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile.name} v{self.number}"

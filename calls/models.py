@@ -1,0 +1,89 @@
+"""Calls, their transcripts and per-turn metrics. Written by ``calls.services`` only."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class EndReason(models.TextChoices):
+    HANGUP = "hangup", "Caller hung up"
+    STAFF = "staff_ended", "Ended by staff"
+    IDLE = "idle_timeout", "Idle timeout"
+    MAX_DURATION = "max_duration", "Maximum duration"
+    SERVER = "server_shutdown", "Server shut down"
+    ERROR = "error", "Error"
+
+
+class Call(models.Model):
+    session_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    started_at = models.DateTimeField(db_index=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=32, choices=EndReason.choices, blank=True)
+    prompt_version = models.ForeignKey(
+        "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="calls"
+    )
+    prospect = models.JSONField(default=dict, blank=True)
+    voice_id = models.CharField(max_length=200, blank=True)
+    language = models.CharField(max_length=20, blank=True)
+    llm_model = models.CharField(max_length=200, blank=True)
+    tts_engine = models.CharField(max_length=50, blank=True)
+    stt_engine = models.CharField(max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        permissions = [
+            ("review_transcripts", "Can read call transcripts"),
+            ("end_live_calls", "Can end calls in progress"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Call {self.session_id}"
+
+
+class Role(models.TextChoices):
+    USER = "user", "Caller"
+    ASSISTANT = "assistant", "Agent"
+
+
+class Message(models.Model):
+    """One turn's words. ``text`` is what was said (markers removed; for a cut-off reply,
+    only what reached the caller); ``raw_text`` is what the model wrote."""
+
+    call = models.ForeignKey(Call, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField()
+    role = models.CharField(max_length=16, choices=Role.choices)
+    text = models.TextField(blank=True)
+    raw_text = models.TextField(blank=True)
+    source = models.CharField(max_length=16, blank=True)  # voice / text for callers
+    chunks = models.JSONField(default=list, blank=True)  # [{"index", "text", "spoken"}]
+    interrupted = models.BooleanField(default=False)
+    fallback_tier = models.PositiveSmallIntegerField(null=True, blank=True)
+    error_kind = models.CharField(max_length=32, blank=True)
+    utterance_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["call", "seq"]
+        constraints = [models.UniqueConstraint(fields=["call", "seq"], name="unique_message_seq")]
+        indexes = [models.Index(fields=["role", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.seq}"
+
+
+class TurnMetrics(models.Model):
+    """Timings of one assistant turn, in milliseconds from the user's turn being final."""
+
+    message = models.OneToOneField(Message, on_delete=models.CASCADE, related_name="metrics")
+    first_token_ms = models.FloatField(null=True, blank=True)
+    first_chunk_ms = models.FloatField(null=True, blank=True)
+    first_audio_ms = models.FloatField(null=True, blank=True)
+    total_ms = models.FloatField(null=True, blank=True)
+    chunk_count = models.PositiveIntegerField(default=0)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    retries = models.PositiveSmallIntegerField(default=0)
+    error_kind = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(db_index=True)

@@ -1,0 +1,1 @@
+"""Text-to-speech: engines behind one small protocol, text cleaning, PCM framing."""

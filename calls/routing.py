@@ -1,6 +1,11 @@
-"""WebSocket routes. Filled in by the call-server work."""
+"""WebSocket routes: the call endpoint at ``/ws`` (no trailing slash)."""
 
 from channels.routing import URLRouter
+from django.urls import path
 
-websocket_urlpatterns: list = []
+from calls.consumers import CallConsumer
+
+websocket_urlpatterns = [
+    path("ws", CallConsumer.as_asgi()),
+]
 websocket_application = URLRouter(websocket_urlpatterns)

@@ -134,3 +134,8 @@ def message_record_assistant(
     values["error_kind"] = values.get("error_kind") or ""
     TurnMetrics.objects.update_or_create(message=message, defaults={**values, "created_at": created_at})
     return message
+
+
+def message_mark_interrupted(*, session_id: uuid.UUID, seq: int) -> None:
+    """The caller cut the reply off while it was still playing."""
+    Message.objects.filter(call__session_id=session_id, seq=seq).update(interrupted=True)

@@ -74,14 +74,28 @@ class Conversation:
     def system_prompt(self) -> str:
         return build_system_prompt(self.config.system_prompt, self.prospect)
 
-    async def respond(self, user_text: str, *, sink: SpeechSink, reply: Reply | None = None) -> Reply:
+    def check_queue(self) -> None:
+        """Raise ``QueueFullError`` when a new turn would overflow ``LLM_MAX_QUEUE_SIZE``."""
+        limit = self.config.max_queue_size
+        if self.busy and limit and self._waiting >= limit:
+            raise QueueFullError(
+                f"Too many turns waiting: {self._waiting} already queued (LLM_MAX_QUEUE_SIZE={limit})"
+            )
+
+    async def respond(
+        self,
+        user_text: str,
+        *,
+        sink: SpeechSink,
+        reply: Reply | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> Reply:
         """Answer one user turn, speaking the reply into ``sink`` as it streams.
 
         Raises ``QueueFullError`` at once when the queue is full; nothing is recorded then.
+        ``on_start`` runs when the turn leaves the queue and the reply begins.
         """
-        limit = self.config.max_queue_size
-        if self.busy and limit and self._waiting >= limit:
-            raise QueueFullError(f"{self._waiting} turns are already waiting (LLM_MAX_QUEUE_SIZE={limit})")
+        self.check_queue()
         reply = reply or Reply()
         self.metrics.total_requests += 1
         self._waiting += 1
@@ -90,6 +104,8 @@ class Conversation:
         finally:
             self._waiting -= 1
         try:
+            if on_start is not None:
+                on_start()
             await self._run_turn(user_text, sink, reply)
         finally:
             self._turn_lock.release()
@@ -97,7 +113,8 @@ class Conversation:
 
     async def _run_turn(self, user_text: str, sink: SpeechSink, reply: Reply) -> None:
         self.last_activity_at = time.monotonic()
-        reply.started_at = time.monotonic()
+        # The caller may date the turn from when the user's words became final (after STT).
+        reply.started_at = reply.started_at or time.monotonic()
         self.context.add_user(user_text, timestamp=time.time())
         messages = self.context.request_messages(self.system_prompt())
         try:

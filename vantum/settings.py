@@ -33,6 +33,10 @@ try:
     VANTUM_MAX_FRAME_BYTES = env_int("VANTUM_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
     VANTUM_MAX_EVENTS_PER_SECOND = env_int("VANTUM_MAX_EVENTS_PER_SECOND", 200, minimum=1)
     VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 40, minimum=10, maximum=100)
+    # daphne closes the socket on a message above its own cap; keep that cap above ours so
+    # an oversized frame gets the protocol's error event and the call goes on.
+    DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * VANTUM_MAX_FRAME_BYTES, 4 * 1024 * 1024)
+    DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE
 
     # --- the model (the spec's variables, names and defaults)
     VANTUM_LLM = llm_config_from_env()
@@ -45,6 +49,7 @@ try:
     STT_TIMEOUT = env_float("STT_TIMEOUT", 15.0, minimum=0.1)
     STT_MAX_UTTERANCE_SECONDS = env_float("STT_MAX_UTTERANCE_SECONDS", 60.0, minimum=1.0)
     STT_SILENCE_THRESHOLD = env_int("STT_SILENCE_THRESHOLD", 200, minimum=0, maximum=32767)
+    STT_FAKE_TEXT = env_str("STT_FAKE_TEXT", "Hello, can you tell me about your pricing?")
 
     # --- text to speech
     TTS_ENGINE = env_str("TTS_ENGINE", "piper")

@@ -1,0 +1,96 @@
+"""The speech sink of one assistant reply: text -> speech -> framed PCM on the socket.
+
+One ``ReplySpeaker`` per reply (one ``utteranceId``). It sends ``response.start`` before
+the first chunk, ``response.text`` for each chunk as it goes to speech, the chunk's audio in
+frames of at most ``frame_ms``, and ``voicechat.error`` when synthesis of a chunk fails (the
+reply goes on with the next chunk).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from calls import protocol
+from calls.telemetry import SPEECH_FAILURES
+from llm.turn import ReplyChunk
+from tts.base import SpeechEngine, SpeechError
+from tts.framing import PcmFramer
+from tts.text_cleaning import clean_for_speech
+
+logger = logging.getLogger(__name__)
+
+SendBytes = Callable[[bytes], Awaitable[None]]
+OnChunk = Callable[[ReplyChunk], None]
+
+
+class ReplySpeaker:
+    def __init__(
+        self,
+        *,
+        call_id: str,
+        session_id: str,
+        utterance_id: str,
+        engine: SpeechEngine,
+        voice_id: str,
+        send: SendBytes,
+        frame_ms: int,
+        max_frame_bytes: int,
+        on_chunk: OnChunk | None = None,
+    ) -> None:
+        self.call_id = call_id
+        self.session_id = session_id
+        self.utterance_id = utterance_id
+        self.engine = engine
+        self.voice_id = voice_id
+        self.send = send
+        self.frame_ms = frame_ms
+        self.max_frame_bytes = max_frame_bytes
+        self.on_chunk = on_chunk
+        self.started = False
+        self.first_audio_at: float | None = None
+        self.audio_seconds = 0.0
+
+    async def speak(self, chunk: ReplyChunk) -> None:
+        await self._ensure_started()
+        await self.send(
+            protocol.encode_response_text(self.session_id, self.utterance_id, chunk.index, chunk.text)
+        )
+        if self.on_chunk is not None:
+            self.on_chunk(chunk)
+        spoken_text = clean_for_speech(chunk.text)
+        if not spoken_text:
+            return
+        sample_rate = self.engine.sample_rate(self.voice_id)
+        framer = PcmFramer(sample_rate, self.frame_ms, self.max_frame_bytes)
+        try:
+            async for block in self.engine.synthesize(spoken_text, voice_id=self.voice_id):
+                for frame in framer.feed(block):
+                    await self._send_audio(chunk, frame, sample_rate)
+            for frame in framer.flush():
+                await self._send_audio(chunk, frame, sample_rate)
+        except SpeechError as error:
+            chunk.failed = True
+            SPEECH_FAILURES.inc()
+            logger.warning("call=%s speech failed for chunk %d: %s", self.call_id, chunk.index, error)
+            await self.send(
+                protocol.encode_voicechat_error(
+                    self.session_id, "tts", f"Could not speak part of the reply: {error}", True
+                )
+            )
+
+    async def _ensure_started(self) -> None:
+        if not self.started:
+            self.started = True
+            await self.send(protocol.encode_response_start(self.session_id, self.utterance_id))
+
+    async def _send_audio(self, chunk: ReplyChunk, frame: bytes, sample_rate: int) -> None:
+        await self.send(
+            protocol.encode_response_chunk(self.session_id, self.utterance_id, frame, sample_rate)
+        )
+        self.audio_seconds += len(frame) / (2 * sample_rate)
+        if not chunk.audio_sent:
+            chunk.audio_sent = True
+            if self.first_audio_at is None:
+                self.first_audio_at = time.monotonic()

@@ -477,6 +477,7 @@ class CallConsumer(AsyncWebsocketConsumer):
             "firstTokenMs": reply.elapsed_ms(reply.first_token_at),
             "firstChunkMs": reply.elapsed_ms(reply.first_chunk_at),
             "firstAudioMs": reply.elapsed_ms(speaker.first_audio_at),
+            "modelDoneMs": reply.elapsed_ms(reply.stream_ended_at),
             "totalMs": reply.elapsed_ms(reply.finished_at or time.monotonic()),
             "chunks": len(reply.chunks),
             "fallbackTier": reply.fallback_tier,

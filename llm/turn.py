@@ -49,6 +49,7 @@ class Reply:
     interrupted: bool = False
     first_token_at: float | None = None
     first_chunk_at: float | None = None
+    stream_ended_at: float | None = None
     finished_at: float | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -102,6 +103,7 @@ async def stream_reply(
     speaker = asyncio.create_task(_speak_in_order(queue, sink), name=f"speaker-{call_id}")
     try:
         await _read_with_retries(reply, provider, messages, params, config, chunker, queue, call_id)
+        reply.stream_ended_at = time.monotonic()
         if reply.error is None:
             _enqueue(reply, queue, chunker.flush())
             if not reply.chunks:

@@ -81,3 +81,64 @@ class RecordingSink:
 
 def tokens_of(text: str, size: int = 4) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class BeepEngine:
+    """A speech-engine double: 16 kHz PCM, 20 ms of audio per character, in 3 blocks.
+
+    ``fail_on`` makes synthesis of texts containing that word raise ``SpeechError``;
+    ``block_delay`` spaces the blocks so a test can cut in mid-chunk.
+    """
+
+    name = "beep"
+
+    def __init__(self, *, fail_on: str | None = None, block_delay: float = 0.0) -> None:
+        self.fail_on = fail_on
+        self.block_delay = block_delay
+        self.spoken: list[str] = []
+
+    def voices(self):
+        from tts.base import Voice
+
+        return [Voice("beep-a", "Beep A"), Voice("beep-b", "Beep B")]
+
+    def resolve_voice(self, voice_id: str | None) -> str:
+        return voice_id if voice_id in {"beep-a", "beep-b"} else "beep-a"
+
+    def sample_rate(self, voice_id: str) -> int:
+        return 16000
+
+    async def synthesize(self, text: str, *, voice_id: str):
+        from tts.base import SpeechError
+
+        if self.fail_on and self.fail_on in text:
+            raise SpeechError("the engine refused this text")
+        self.spoken.append(text)
+        total = len(text) * 640  # 20 ms a character at 16 kHz, 2 bytes a sample
+        block = total // 3 + 1
+        for start in range(0, total, block):
+            if self.block_delay:
+                await asyncio.sleep(self.block_delay)
+            yield b"\x01\x02" * (min(block, total - start) // 2)
+
+
+class CannedTranscriber:
+    """A speech-to-text double that hears ``text`` in any utterance."""
+
+    name = "canned"
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.heard: list[tuple[int, int]] = []
+
+    async def transcribe(self, pcm: bytes, *, sample_rate: int, language: str | None, call_id: str) -> str:
+        self.heard.append((len(pcm), sample_rate))
+        return self.text
+
+
+def speech_pcm(seconds: float, rate: int = 16000) -> bytes:
+    """A loud square wave: not silence."""
+    import array
+
+    samples = array.array("h", [(6000 if (n // 40) % 2 else -6000) for n in range(int(seconds * rate))])
+    return samples.tobytes()

@@ -1,0 +1,86 @@
+"""Driving the call consumer in-process with channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import msgpack
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+
+from calls.models import Call, Message
+
+
+def frame(event_type: str, payload: dict[str, Any] | None = None, event_id: str | None = None) -> bytes:
+    return msgpack.packb(
+        {
+            "eventType": event_type,
+            "eventId": event_id or str(uuid.uuid4()),
+            "sessionId": "",
+            "payload": payload or {},
+        },
+        use_bin_type=True,
+    )
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    return msgpack.unpackb(data, raw=False, ext_hook=lambda code, raw: None if code == 0 else raw)
+
+
+class Caller:
+    def __init__(self, path: str = "/ws", *, origin: bytes | None = b"http://localhost") -> None:
+        from vantum.asgi import application
+
+        headers = [(b"origin", origin)] if origin else []
+        self.communicator = WebsocketCommunicator(application, path, headers=headers)
+        self.session_id = ""
+
+    async def connect(self) -> dict[str, Any]:
+        connected, _ = await self.communicator.connect(timeout=10)
+        assert connected
+        ack = await self.receive()
+        assert ack["eventType"] == "connection.ack"
+        self.session_id = ack["sessionId"]
+        return ack
+
+    async def send(
+        self, event_type: str, payload: dict[str, Any] | None = None, event_id: str | None = None
+    ) -> str:
+        event_id = event_id or str(uuid.uuid4())
+        await self.communicator.send_to(bytes_data=frame(event_type, payload, event_id))
+        return event_id
+
+    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
+        message = await self.communicator.receive_output(timeout)
+        if message["type"] == "websocket.close":
+            return {"eventType": "<closed>", "code": message.get("code")}
+        return decode(message["bytes"])
+
+    async def until(self, *event_types: str, timeout: float = 10.0) -> list[dict[str, Any]]:
+        events = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            event = await self.receive(max(0.05, deadline - loop.time()))
+            events.append(event)
+            if event["eventType"] in event_types or event["eventType"] == "<closed>":
+                return events
+
+    async def hang_up(self) -> None:
+        await self.communicator.disconnect(timeout=10)
+
+
+def types(events: list[dict[str, Any]]) -> list[str]:
+    return [e["eventType"] for e in events]
+
+
+@database_sync_to_async
+def stored_call(session_id: str) -> Call:
+    return Call.objects.select_related("prompt_version").get(session_id=session_id)
+
+
+@database_sync_to_async
+def stored_messages(session_id: str) -> list[Message]:
+    return list(Message.objects.filter(call__session_id=session_id).select_related("metrics").order_by("seq"))

@@ -1,0 +1,29 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from calls import engines
+from llm.metrics import LLMServiceMetrics
+from llm.session import SessionRegistry
+
+
+@pytest.fixture
+def fresh_registry(settings) -> SessionRegistry:
+    return SessionRegistry(config=settings.VANTUM_LLM, metrics=LLMServiceMetrics())
+
+
+@pytest.fixture
+def use_engines(fresh_registry):
+    """Install providers for the calls of one test: ``use_engines(chat=..., speech=...)``."""
+    stack = []
+
+    def install(**providers):
+        manager = engines.override_engines(registry=fresh_registry, **providers)
+        stack.append(manager)
+        return manager.__enter__()
+
+    yield install
+    while stack:
+        stack.pop().__exit__(None, None, None)

@@ -193,7 +193,9 @@ async def _read_stream(
     stream = provider.stream_chat(messages=messages, params=params, call_id=call_id)
     waiting_for = "first token"
     try:
-        async with asyncio.timeout(min(attempt_start + config.request_timeout, stream_deadline)) as deadline:
+        async with asyncio.timeout_at(
+            min(attempt_start + config.request_timeout, stream_deadline)
+        ) as deadline:
             async for delta in stream:
                 if delta.prompt_tokens is not None:
                     reply.prompt_tokens = delta.prompt_tokens

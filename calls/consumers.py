@@ -381,6 +381,18 @@ class CallConsumer(AsyncWebsocketConsumer):
             if speaker.started and not self.end_reason.startswith("hangup"):
                 await self._send_quietly(protocol.encode_response_stop(self.session_id, utterance_id))
             raise
+        except Exception:
+            # A bug, not a model or speech failure (those are handled inside the turn):
+            # the caller hears the reply stop and is told, the call goes on.
+            logger.exception("call=%s turn failed", self.session_id)
+            reply.interrupted = True
+            if speaker.started:
+                await self._send_quietly(protocol.encode_response_stop(self.session_id, utterance_id))
+            await self._send_quietly(
+                protocol.encode_voicechat_error(
+                    self.session_id, "server", "Sorry, something went wrong with that reply.", True
+                )
+            )
         else:
             if speaker.started:
                 await self.send(

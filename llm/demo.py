@@ -18,6 +18,7 @@ from llm.openai_adapter import OpenAIChatProvider
 logger = logging.getLogger(__name__)
 
 DEMO_LABEL = "Demo responder (scripted, not a language model)"
+DEMO_BASE_URL = "http://demo-responder.invalid/v1"  # never contacted: the fake answers in-process
 FIRST_TOKEN_DELAY = 0.35
 TOKEN_DELAY = 0.02
 
@@ -82,5 +83,9 @@ def build_demo_provider() -> OpenAIChatProvider:
     logger.warning("No OPENAI_API_KEY or OPENAI_BASE_URL: the %s answers calls.", DEMO_LABEL)
     fake = FakeOpenAI(responder=_respond, keep_log=False)
     return OpenAIChatProvider(
-        api_key="demo", request_timeout=30.0, http_client=fake.http_client(), name="demo"
+        api_key="demo",
+        base_url=DEMO_BASE_URL,
+        request_timeout=30.0,
+        http_client=fake.http_client(),
+        name="demo",
     )

@@ -8,6 +8,7 @@ synthesized.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -49,6 +50,7 @@ class PiperEngine:
         if default_voice and default_voice not in self._models:
             logger.warning("Piper voice %r is not installed; using %s", default_voice, self.default_voice)
         # One synthesis per core: more threads would only make every call slower.
+        self._rates: dict[str, int] = {}
         self._executor = ThreadPoolExecutor(
             max_workers=threads or os.cpu_count() or 2, thread_name_prefix="piper"
         )
@@ -66,7 +68,13 @@ class PiperEngine:
         return self.default_voice
 
     def sample_rate(self, voice_id: str) -> int:
-        return self._voice(voice_id).config.sample_rate
+        # From the voice's JSON config: never wait on a model load on the event loop.
+        voice_id = self.resolve_voice(voice_id)
+        rate = self._rates.get(voice_id)
+        if rate is None:
+            config = json.loads(Path(f"{self._models[voice_id]}.json").read_text(encoding="utf-8"))
+            rate = self._rates[voice_id] = int(config["audio"]["sample_rate"])
+        return rate
 
     def warm_up(self) -> None:
         """Load the default voice now rather than on the first reply."""
@@ -84,9 +92,8 @@ class PiperEngine:
             return voice
 
     async def synthesize(self, text: str, *, voice_id: str) -> AsyncIterator[bytes]:
-        voice = self._voice(voice_id)
-
         def sentences(cancelled: threading.Event) -> Iterator[bytes]:
+            voice = self._voice(voice_id)  # in the worker: a first load must not block the loop
             for chunk in voice.synthesize(text):
                 if cancelled.is_set():
                     return

@@ -9,6 +9,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from calls.routing import websocket_application  # noqa: E402  (needs Django set up first)
+from calls.engines import get_engines  # noqa: E402  (needs Django set up first)
+from calls.routing import websocket_application  # noqa: E402
+
+# Build the providers (and start loading the voice model) when the server starts, not on
+# the first call.
+get_engines()
 
 application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -71,14 +71,16 @@ def build_transcriber() -> Transcriber | None:
         # answers every utterance with STT_FAKE_TEXT. Never a production setting.
         from llm.fake_openai import FakeOpenAI
 
-        fake = FakeOpenAI(transcription_text=settings.STT_FAKE_TEXT)
-        return OpenAITranscriber(
+        fake = FakeOpenAI(transcription_text=settings.STT_FAKE_TEXT, keep_log=False)
+        transcriber = OpenAITranscriber(
             api_key="fake",
             base_url=None,
             model=settings.STT_MODEL,
             timeout=settings.STT_TIMEOUT,
             http_client=fake.http_client(),
         )
+        transcriber.name = "fake (tests only)"
+        return transcriber
     raise ValueError(f"STT_ENGINE: unknown engine {engine!r} (auto, openai, fake, none)")
 
 

@@ -33,3 +33,50 @@ def llm_config_for_version(*, base: LLMConfig, version: PromptVersion) -> LLMCon
             presence_penalty=version.presence_penalty,
         ),
     )
+
+
+def prompt_version_list(*, profile_name: str = DEFAULT_PROFILE_NAME):
+    """Versions newest first, each annotated with how many calls used it."""
+    from django.db.models import Count
+
+    return (
+        PromptVersion.objects.filter(profile__name=profile_name)
+        .select_related("profile", "created_by")
+        .annotate(call_count=Count("calls"))
+        .order_by("-number")
+    )
+
+
+EDITABLE_FIELDS = (
+    "system_prompt",
+    "fallback_tier1",
+    "fallback_tier2",
+    "fallback_tier3",
+    "model",
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "frequency_penalty",
+    "presence_penalty",
+)
+
+
+def prompt_version_diff(*, old: PromptVersion, new: PromptVersion) -> list[dict[str, object]]:
+    """What changed from ``old`` to ``new``: one entry per changed field, with a unified
+    diff for the texts."""
+    import difflib
+
+    changes: list[dict[str, object]] = []
+    for field in EDITABLE_FIELDS:
+        before, after = getattr(old, field), getattr(new, field)
+        if before == after:
+            continue
+        entry: dict[str, object] = {"field": field, "before": before, "after": after}
+        if isinstance(before, str) and ("\n" in before or "\n" in after or len(before) > 80):
+            entry["diff"] = list(
+                difflib.unified_diff(
+                    before.splitlines(), after.splitlines(), f"v{old.number}", f"v{new.number}", lineterm=""
+                )
+            )
+        changes.append(entry)
+    return changes

@@ -1,12 +1,53 @@
-"""Writes of agent profiles and prompt versions."""
+"""Writes of agent profiles and prompt versions. A version is never changed once saved."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
 
 from agents.models import AgentProfile, PromptVersion
-from agents.selectors import DEFAULT_PROFILE_NAME, prompt_version_get_active
-from llm.config import LLMConfig
+from agents.selectors import DEFAULT_PROFILE_NAME, EDITABLE_FIELDS, prompt_version_get_active
+from llm.config import LLMConfig, ModelParams
+
+_SPEAKABLE = re.compile(r"[^\W_]")
+BREAK_GUIDANCE = re.compile(r"\|\|\s*break\s*\|\|", re.IGNORECASE)
+
+
+class PromptVersionError(Exception):
+    """A version that cannot be saved, activated or deleted; the message says why."""
+
+
+@dataclass(frozen=True)
+class PromptValidation:
+    errors: dict[str, str]
+    warnings: list[str]
+
+
+def prompt_version_validate(values: dict[str, Any]) -> PromptValidation:
+    """Errors block saving; warnings (a prompt without ||BREAK|| guidance) do not."""
+    errors: dict[str, str] = {}
+    warnings: list[str] = []
+    params = ModelParams(**{k: values[k] for k in ModelParams.__dataclass_fields__ if k in values})
+    errors.update(params.validation_errors())
+    if not str(values.get("system_prompt", "")).strip():
+        errors["system_prompt"] = "must not be empty"
+    for tier in ("fallback_tier1", "fallback_tier2", "fallback_tier3"):
+        text = str(values.get(tier, "")).strip()
+        if not text:
+            errors[tier] = "must not be empty: it is what the caller hears when the model fails"
+        elif not _SPEAKABLE.search(text):
+            errors[tier] = "must contain words the voice can speak"
+    if "system_prompt" not in errors and not BREAK_GUIDANCE.search(values["system_prompt"]):
+        warnings.append(
+            "The prompt does not mention the ||BREAK|| marker: replies will only be cut at sentence "
+            "ends, and the first audio may come later."
+        )
+    return PromptValidation(errors, warnings)
 
 
 def prompt_version_ensure_initial(
@@ -21,16 +62,16 @@ def prompt_version_ensure_initial(
     active = prompt_version_get_active(profile_name=profile_name)
     if active is not None:
         return active
+    params = config.params
     try:
         with transaction.atomic():
             profile, _ = AgentProfile.objects.get_or_create(name=profile_name)
-            if profile.versions.exists():
+            newest = profile.versions.order_by("-number").first()
+            if newest is not None:
                 # Versions exist but none is active (cannot happen through admin): use the newest.
-                newest = profile.versions.order_by("-number").first()
+                PromptVersion.objects.filter(pk=newest.pk).update(is_active=True)
                 newest.is_active = True
-                newest.save(update_fields=["is_active"])
                 return newest
-            params = config.params
             return PromptVersion.objects.create(
                 profile=profile,
                 number=1,
@@ -52,3 +93,55 @@ def prompt_version_ensure_initial(
         if active is None:
             raise
         return active
+
+
+@transaction.atomic
+def prompt_version_create(
+    *,
+    profile: AgentProfile,
+    values: dict[str, Any],
+    created_by: AbstractBaseUser | None,
+    note: str = "",
+    activate: bool = False,
+) -> PromptVersion:
+    """Save ``values`` as the profile's next version (never overwriting an existing one)."""
+    validation = prompt_version_validate(values)
+    if validation.errors:
+        problems = "; ".join(f"{field}: {problem}" for field, problem in validation.errors.items())
+        raise PromptVersionError(f"Invalid prompt version: {problems}")
+    # Lock the profile row so two editors saving at once get consecutive numbers.
+    AgentProfile.objects.select_for_update().filter(pk=profile.pk).first()
+    last = profile.versions.order_by("-number").values_list("number", flat=True).first() or 0
+    version = PromptVersion.objects.create(
+        profile=profile,
+        number=last + 1,
+        created_by=created_by if created_by is not None and created_by.is_authenticated else None,
+        note=note,
+        is_active=False,
+        **{field: values[field] for field in EDITABLE_FIELDS},
+    )
+    if activate:
+        prompt_version_activate(version=version)
+    return version
+
+
+@transaction.atomic
+def prompt_version_activate(*, version: PromptVersion) -> None:
+    """Make ``version`` the one new calls use (calls in progress keep theirs)."""
+    PromptVersion.objects.filter(profile_id=version.profile_id, is_active=True).exclude(pk=version.pk).update(
+        is_active=False
+    )
+    PromptVersion.objects.filter(pk=version.pk).update(is_active=True)
+    version.is_active = True
+
+
+def prompt_version_delete(*, version: PromptVersion) -> None:
+    if version.is_active:
+        raise PromptVersionError(f"v{version.number} is active: activate another version before deleting it.")
+    try:
+        version.delete()
+    except ProtectedError:
+        raise PromptVersionError(
+            f"v{version.number} was used by stored calls and is kept, so their transcripts say which "
+            "prompt they had."
+        ) from None

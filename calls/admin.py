@@ -1,0 +1,194 @@
+"""Transcript review and live calls in admin. Read-only: no one edits a transcript."""
+
+from __future__ import annotations
+
+from asgiref.sync import async_to_sync
+from django.contrib import admin, messages
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from calls import live
+from calls.dashboard import dashboard_data
+from calls.exports import export_response
+from calls.models import Call
+from calls.selectors import call_list, call_transcript, live_calls
+
+REVIEW_PERMISSION = "calls.review_transcripts"
+END_PERMISSION = "calls.end_live_calls"
+
+
+class FallbackFilter(admin.SimpleListFilter):
+    title = "fallbacks"
+    parameter_name = "fallbacks"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Used a fallback"), ("no", "No fallback")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(fallbacks__gt=0)
+        if self.value() == "no":
+            return queryset.filter(fallbacks=0)
+        return queryset
+
+
+class InterruptedFilter(admin.SimpleListFilter):
+    title = "interrupted replies"
+    parameter_name = "interrupted"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Has interrupted replies"), ("no", "None interrupted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(interruptions__gt=0)
+        if self.value() == "no":
+            return queryset.filter(interruptions=0)
+        return queryset
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = (
+        "started_at",
+        "duration_display",
+        "turns",
+        "fallbacks",
+        "interruptions",
+        "prompt_version",
+        "end_reason",
+        "llm_model",
+    )
+    list_filter = (
+        "end_reason",
+        "prompt_version",
+        FallbackFilter,
+        InterruptedFilter,
+        "tts_engine",
+        "started_at",
+    )
+    date_hierarchy = "started_at"
+    search_fields = ("=session_id", "messages__text")
+    ordering = ("-started_at",)
+    actions = ["export_csv", "export_json"]
+    change_form_template = "admin/calls/call/change_form.html"
+    change_list_template = "admin/calls/call/change_list.html"
+    list_per_page = 50
+
+    def get_queryset(self, request: HttpRequest):
+        return call_list()
+
+    @admin.display(description="duration", ordering="duration")
+    def duration_display(self, obj: Call) -> str:
+        if obj.duration is None:
+            return "in progress"
+        seconds = int(obj.duration.total_seconds())
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    @admin.display(ordering="turns")
+    def turns(self, obj: Call) -> int:
+        return obj.turns
+
+    @admin.display(ordering="fallbacks")
+    def fallbacks(self, obj: Call) -> int:
+        return obj.fallbacks
+
+    @admin.display(description="interrupted", ordering="interruptions")
+    def interruptions(self, obj: Call) -> int:
+        return obj.interruptions
+
+    # Reviewing needs the transcripts permission; nobody adds, edits or deletes calls here.
+    def has_view_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return request.user.has_perm(REVIEW_PERMISSION)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(REVIEW_PERMISSION) or request.user.has_perm(END_PERMISSION)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            return {}
+        return actions
+
+    @admin.action(description="Export the selected calls as CSV (one row per message)")
+    def export_csv(self, request: HttpRequest, queryset) -> HttpResponse:
+        return export_response(call_ids=queryset.values_list("pk", flat=True), fmt="csv")
+
+    @admin.action(description="Export the selected calls as JSON (one row per message)")
+    def export_json(self, request: HttpRequest, queryset) -> HttpResponse:
+        return export_response(call_ids=queryset.values_list("pk", flat=True), fmt="json")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        call = get_object_or_404(call_list(), pk=object_id)
+        extra_context = {**(extra_context or {}), "transcript": call_transcript(call=call), "call": call}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self):
+        custom = [
+            path("live/", self.admin_site.admin_view(self.live_view), name="calls_call_live"),
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="calls_call_dashboard"),
+            path("<int:pk>/end/", self.admin_site.admin_view(self.end_view), name="calls_call_end"),
+            path("<int:pk>/follow/", self.admin_site.admin_view(self.follow_view), name="calls_call_follow"),
+        ]
+        return custom + super().get_urls()
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        if not (request.user.has_perm(REVIEW_PERMISSION) or request.user.has_perm(END_PERMISSION)):
+            return HttpResponse("You may not see live calls.", status=403)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Calls in progress",
+            "calls": live_calls(),
+            "can_end": request.user.has_perm(END_PERMISSION),
+            "can_follow": request.user.has_perm(REVIEW_PERMISSION),
+        }
+        return TemplateResponse(request, "admin/calls/call/live.html", context)
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            return HttpResponse("You may not see call metrics.", status=403)
+        days = request.GET.get("days", "7")
+        days = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 7
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Call metrics, last {days} days",
+            "data": dashboard_data(days=days),
+            "day_choices": (1, 7, 30, 90),
+        }
+        return TemplateResponse(request, "admin/calls/call/dashboard.html", context)
+
+    def follow_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            return HttpResponse("You may not read transcripts.", status=403)
+        call = get_object_or_404(call_list(), pk=pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Following {call}",
+            "call": call,
+            "transcript": call_transcript(call=call),
+            "can_end": request.user.has_perm(END_PERMISSION),
+        }
+        return TemplateResponse(request, "admin/calls/call/follow.html", context)
+
+    def end_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method != "POST" or not request.user.has_perm(END_PERMISSION):
+            return HttpResponse("Ending a call needs a POST by staff allowed to end calls.", status=403)
+        call = get_object_or_404(Call, pk=pk)
+        # Whichever server process holds the call gets this through the channel layer.
+        async_to_sync(live.request_call_end)(session_id=call.session_id, reason="staff_ended")
+        messages.success(request, f"Asked the server to end {call}.")
+        return HttpResponseRedirect(reverse("admin:calls_call_live"))

@@ -1,0 +1,71 @@
+"""Reads of calls, transcripts and turn metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet
+
+from calls.models import Call, Message, Role
+
+EXPORT_FIELDS = (
+    "session_id",
+    "call_started_at",
+    "prompt_version",
+    "seq",
+    "role",
+    "created_at",
+    "text",
+    "interrupted",
+    "fallback_tier",
+    "error_kind",
+    "first_token_ms",
+    "first_chunk_ms",
+    "first_audio_ms",
+    "total_ms",
+)
+
+
+def call_list() -> QuerySet[Call]:
+    """Calls with their turn, fallback and interruption counts and duration (one query)."""
+    return Call.objects.select_related("prompt_version").annotate(
+        turns=Count("messages", filter=Q(messages__role=Role.ASSISTANT)),
+        fallbacks=Count("messages", filter=Q(messages__fallback_tier__isnull=False)),
+        interruptions=Count("messages", filter=Q(messages__interrupted=True)),
+        duration=ExpressionWrapper(F("ended_at") - F("started_at"), output_field=DurationField()),
+    )
+
+
+def call_transcript(*, call: Call) -> list[Message]:
+    return list(call.messages.select_related("metrics").order_by("seq"))
+
+
+def live_calls() -> QuerySet[Call]:
+    return call_list().filter(ended_at__isnull=True).order_by("-started_at")
+
+
+def export_rows(*, call_ids: Iterable[int], chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """One row per message of the given calls, streamed from the database in chunks."""
+    messages = (
+        Message.objects.filter(call_id__in=list(call_ids))
+        .order_by("call__started_at", "call_id", "seq")
+        .values_list(
+            "call__session_id",
+            "call__started_at",
+            "call__prompt_version__number",
+            "seq",
+            "role",
+            "created_at",
+            "text",
+            "interrupted",
+            "fallback_tier",
+            "error_kind",
+            "metrics__first_token_ms",
+            "metrics__first_chunk_ms",
+            "metrics__first_audio_ms",
+            "metrics__total_ms",
+        )
+    )
+    for row in messages.iterator(chunk_size=chunk_size):
+        yield dict(zip(EXPORT_FIELDS, row, strict=True))

@@ -1,0 +1,36 @@
+"""Staff following a call live: the call's events, as JSON, over ``/ws/staff/calls/<id>/``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from calls import live
+
+
+class FollowCallConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_staff:
+            await self.close(code=4003)
+            return
+        if not await self._may_review(user):
+            await self.close(code=4003)
+            return
+        self.group = live.watch_group(self.scope["url_route"]["kwargs"]["session_id"])
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def call_event(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
+
+    @staticmethod
+    async def _may_review(user: Any) -> bool:
+        from channels.db import database_sync_to_async
+
+        return await database_sync_to_async(user.has_perm)("calls.review_transcripts")

@@ -62,7 +62,11 @@ _DEFAULT = (
 
 
 def demo_reply_text(messages: list[dict[str, Any]]) -> str:
-    """The scripted reply to a chat request's messages."""
+    """The scripted reply to a chat request's messages.
+
+    The first matching keyword rule on the last user message wins; without one, the
+    opening (which says it is a demo) on the first turn, else a generic follow-up.
+    """
     replies_so_far = sum(1 for m in messages if m.get("role") == "assistant")
     last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
     for pattern, reply in _RULES:
@@ -80,6 +84,11 @@ def _respond(body: dict[str, Any]) -> FakeReply:
 
 
 def build_demo_provider() -> OpenAIChatProvider:
+    """The real adapter on an in-process fake whose replies come from ``demo_reply_text``.
+
+    Nothing leaves the process (the fake answers every request; ``DEMO_BASE_URL`` is never
+    resolved). The fake keeps no log, so a long-running demo server does not grow.
+    """
     logger.warning("No OPENAI_API_KEY or OPENAI_BASE_URL: the %s answers calls.", DEMO_LABEL)
     fake = FakeOpenAI(responder=_respond, keep_log=False)
     return OpenAIChatProvider(
@@ -88,4 +97,5 @@ def build_demo_provider() -> OpenAIChatProvider:
         request_timeout=30.0,
         http_client=fake.http_client(),
         name="demo",
+        description=DEMO_LABEL,
     )

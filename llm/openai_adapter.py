@@ -1,14 +1,20 @@
 """The OpenAI chat adapter: the only LLM module that imports ``openai``.
 
 Works with OpenAI and any OpenAI-compatible server (vLLM, Ollama, llama.cpp) through
-``base_url``. The SDK's defaults (600 s timeout, 2 retries) are wrong for a live call: the
-timeout is explicit and the SDK never retries; the streaming turn retries, only before the
-first token.
+``base_url``. The SDK's defaults (a 600 s timeout and 2 retries) are wrong for a live
+call: the timeout here is explicit and the SDK never retries; the streaming turn retries,
+and only before the first token (a retry after speech began would repeat words).
+
+Every failure leaves ``stream_chat`` as a ``ProviderError`` classified from the SDK's
+exception classes (``classify_error``), whether it happened on the request or while
+reading the stream.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import httpx2
@@ -19,12 +25,26 @@ from llm.providers import ChatDelta, ErrorKind, ProviderError
 
 logger = logging.getLogger(__name__)
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Self-hosted OpenAI-compatible servers usually ignore the key, but the SDK insists on one.
 PLACEHOLDER_KEY = "not-needed"
 
 
+_INVALID = (
+    openai.BadRequestError,
+    openai.NotFoundError,
+    openai.UnprocessableEntityError,
+    openai.ConflictError,
+)
+
+
 def classify_error(error: BaseException) -> ProviderError:
-    """The spec's error classes, from the SDK's exception classes (and its transport's)."""
+    """The spec's error classes, from the SDK's exception classes (and its transport's).
+
+    Order matters: ``APITimeoutError`` is a subclass of ``APIConnectionError``. Transport
+    errors raised while reading a stream reach us unwrapped (the SDK wraps only errors of
+    the request itself), hence the ``httpx2`` classes.
+    """
     if isinstance(error, ProviderError):
         return error
     status = getattr(error, "status_code", None)
@@ -33,35 +53,51 @@ def classify_error(error: BaseException) -> ProviderError:
         return ProviderError(ErrorKind.AUTH, message, status_code=status)
     if isinstance(error, openai.RateLimitError):
         return ProviderError(
-            ErrorKind.RATE_LIMIT, message, status_code=status, retry_after=_retry_after(error)
+            ErrorKind.RATE_LIMIT, message, status_code=status, retry_after=retry_after_seconds(error.response)
         )
     if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(ErrorKind.TIMEOUT, message)
     if isinstance(error, openai.APIConnectionError | httpx2.TransportError):
         return ProviderError(ErrorKind.NETWORK, message)
-    if isinstance(
-        error,
-        openai.BadRequestError
-        | openai.NotFoundError
-        | openai.UnprocessableEntityError
-        | openai.ConflictError,
-    ):
+    if isinstance(error, _INVALID):
         return ProviderError(ErrorKind.INVALID_REQUEST, message, status_code=status)
     if isinstance(error, openai.InternalServerError) or (status is not None and status >= 500):
         return ProviderError(ErrorKind.SERVER, message, status_code=status)
+    if isinstance(error, openai.APIError) and status is None and error.type == "server_error":
+        # OpenAI's mid-stream ``data: {"error": {"type": "server_error", ...}}`` event.
+        return ProviderError(ErrorKind.SERVER, message)
     return ProviderError(ErrorKind.UNKNOWN, message, status_code=status)
 
 
-def _retry_after(error: openai.APIStatusError) -> float | None:
-    value = error.response.headers.get("retry-after") if error.response is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
+def retry_after_seconds(response: httpx2.Response | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    if response is None:
         return None
+    headers = response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000.0)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(headers["retry-after"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 class OpenAIChatProvider:
-    """Streams chat completions; implements ``llm.providers.ChatProvider``."""
+    """Streams chat completions; implements ``llm.providers.ChatProvider``.
+
+    One instance serves every call of the process (it holds the HTTP connection pool).
+    ``request_timeout`` (seconds, > 0) bounds connecting, each read (so also the gap
+    between two streamed chunks) and writing. ``api_key`` may be empty only with a
+    ``base_url`` (a self-hosted server); then a placeholder key is sent.
+    """
 
     def __init__(
         self,
@@ -72,30 +108,50 @@ class OpenAIChatProvider:
         request_timeout: float = 30.0,
         http_client: httpx2.AsyncClient | None = None,
         name: str = "openai",
+        description: str | None = None,
     ) -> None:
+        if not api_key and not base_url:
+            raise ValueError("api_key is required unless base_url points at a self-hosted server")
+        if not request_timeout > 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout}")
         self.name = name
-        self.base_url = base_url
+        self.base_url = base_url or None
+        self._description = description
+        # An explicit base_url: with None the SDK would read OPENAI_BASE_URL itself, behind
+        # vantum.env's back. (organization=None still lets it read OPENAI_ORG_ID; "" would
+        # send an empty OpenAI-Organization header.)
         self._client = openai.AsyncOpenAI(
-            api_key=api_key or (PLACEHOLDER_KEY if base_url else None),
-            base_url=base_url or None,
+            api_key=api_key or PLACEHOLDER_KEY,
+            base_url=base_url or OPENAI_BASE_URL,
             organization=organization or None,
-            timeout=request_timeout,
+            timeout=httpx2.Timeout(request_timeout),
             max_retries=0,
             http_client=http_client,
         )
 
-    def describe(self) -> str:
+    def describe(self, model: str | None = None) -> str:
+        """A short human description, e.g. ``"OpenAI gpt-4.1 at https://api.openai.com/v1"``."""
+        if self._description:
+            return self._description
+        what = f"OpenAI {model}" if model else "OpenAI"
         if self.base_url:
-            return f"OpenAI-compatible server at {self.base_url}"
-        return "OpenAI"
+            what = f"OpenAI-compatible server ({model})" if model else "OpenAI-compatible server"
+        return f"{what} at {self.base_url or OPENAI_BASE_URL}"
 
     async def stream_chat(
         self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
     ) -> AsyncIterator[ChatDelta]:
+        """Yield text deltas as the model writes, then one usage delta.
+
+        Raises ``ProviderError`` for every failure, including a stream that ends without
+        the model finishing (no finish reason and no usage: the connection was cut cleanly).
+        Cancelling the consumer, or closing this generator, closes the HTTP stream.
+        """
+        logger.debug("call=%s chat request: model=%s messages=%d", call_id, params.model, len(messages))
         try:
             stream = await self._client.chat.completions.create(
                 model=params.model,
-                messages=list(messages),
+                messages=list(messages),  # type: ignore[arg-type]
                 temperature=params.temperature,
                 max_tokens=params.max_tokens,
                 top_p=params.top_p,
@@ -104,22 +160,34 @@ class OpenAIChatProvider:
                 stream=True,
                 stream_options={"include_usage": True},
             )
-        except (openai.OpenAIError, httpx2.HTTPError) as error:
-            raise classify_error(error) from error
-        try:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    yield ChatDelta(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                    )
-                if chunk.choices:
-                    content = chunk.choices[0].delta.content
-                    if content:
-                        yield ChatDelta(text=content)
-        except (openai.OpenAIError, httpx2.HTTPError) as error:
+        except Exception as error:
             classified = classify_error(error)
-            logger.warning("call=%s stream broke: %s", call_id, classified.message)
+            logger.warning(
+                "call=%s chat request failed (%s): %s", call_id, classified.kind, classified.message
+            )
             raise classified from error
-        finally:
-            await stream.close()
+        finish_reason: str | None = None
+        usage_seen = False
+        try:
+            async with stream:
+                async for chunk in stream:
+                    if chunk.usage is not None:
+                        usage_seen = True
+                        yield ChatDelta(
+                            prompt_tokens=chunk.usage.prompt_tokens,
+                            completion_tokens=chunk.usage.completion_tokens,
+                        )
+                    if chunk.choices:
+                        choice = chunk.choices[0]
+                        finish_reason = choice.finish_reason or finish_reason
+                        if choice.delta.content:
+                            yield ChatDelta(text=choice.delta.content)
+        except Exception as error:
+            classified = classify_error(error)
+            logger.warning("call=%s chat stream broke (%s): %s", call_id, classified.kind, classified.message)
+            raise classified from error
+        if finish_reason is None and not usage_seen:
+            logger.warning("call=%s chat stream ended before the model finished", call_id)
+            raise ProviderError(ErrorKind.NETWORK, "the stream ended before the model finished")
+        if finish_reason not in (None, "stop"):
+            logger.info("call=%s reply ended by %s", call_id, finish_reason)

@@ -1,7 +1,7 @@
 """The demo responder: scripted, labelled, streamed through the real SDK."""
 
 from llm.config import LLMConfig
-from llm.demo import DEMO_BASE_URL, build_demo_provider, demo_reply_text
+from llm.demo import DEMO_LABEL, build_demo_provider, demo_reply_text
 from llm.metrics import LLMServiceMetrics
 from llm.session import Conversation
 from tests.support import RecordingSink
@@ -31,7 +31,7 @@ def test_replies_follow_keywords_of_the_last_user_message():
 async def test_the_demo_streams_chunks_through_the_whole_pipeline(caplog):
     provider = build_demo_provider()
     assert "not a language model" in caplog.text
-    assert provider.describe() == f"OpenAI-compatible server at {DEMO_BASE_URL}"
+    assert provider.describe() == DEMO_LABEL
     conversation = Conversation(
         call_id="demo", provider=provider, config=LLMConfig(), metrics=LLMServiceMetrics()
     )

@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -20,6 +20,7 @@ from agents.services import (
     prompt_version_delete,
     prompt_version_validate,
 )
+from agents.try_it import try_prompt
 from llm.prompts import build_system_prompt
 
 EDIT_PERMISSION = "agents.edit_prompts"
@@ -148,6 +149,7 @@ class PromptVersionAdmin(admin.ModelAdmin):
             path(
                 "<int:pk>/diff/", self.admin_site.admin_view(self.diff_view), name="agents_promptversion_diff"
             ),
+            path("<int:pk>/try/", self.admin_site.admin_view(self.try_view), name="agents_promptversion_try"),
         ]
         return custom + super().get_urls()
 
@@ -158,6 +160,20 @@ class PromptVersionAdmin(admin.ModelAdmin):
         prompt_version_activate(version=version)
         self.message_user(request, f"{version} is now active for new calls.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:agents_promptversion_change", args=[pk]))
+
+    def try_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """Stream one reply of this version to a typed message (newline-delimited JSON)."""
+        version = get_object_or_404(PromptVersion, pk=pk)
+        if request.method != "POST" or not self.has_view_permission(request, version):
+            return HttpResponse("Trying a prompt needs a POST by staff who may see prompts.", status=403)
+        message = request.POST.get("message", "").strip()
+        if not message or len(message) > 2000:
+            return HttpResponse("Type a message of 1 to 2000 characters.", status=400)
+        prospect = {key: request.POST.get(key, "").strip()[:200] for key in ("name", "company", "industry")}
+        return StreamingHttpResponse(
+            try_prompt(version=version, message=message, prospect=prospect),
+            content_type="application/x-ndjson",
+        )
 
     def diff_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         new = get_object_or_404(PromptVersion, pk=pk)

@@ -176,7 +176,7 @@ def _session_update(payload: dict[str, Any]) -> dict[str, Any]:
         cleaned = {}
         for key in PROSPECT_FIELDS:
             value = _optional_str(prospect, key)
-            if value is not None:
+            if value is not None and value.strip():  # a blank field says nothing about the prospect
                 cleaned[key] = value.strip()
     return {
         "prospect": cleaned,

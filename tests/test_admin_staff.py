@@ -313,3 +313,22 @@ def test_purge_calls_is_a_dry_run_unless_told(version):
     assert not Message.objects.filter(call_id=old.pk).exists()
     with pytest.raises(CommandError, match="at least 1 day"):
         call_command("purge_calls", "--older-than", "0")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_try_it_streams_the_chunks_of_one_reply_with_timings(async_client, settings):
+    from channels.db import database_sync_to_async
+
+    version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
+    admin = await database_sync_to_async(User.objects.create_superuser)("root", "r@x.io", "pw")
+    await async_client.aforce_login(admin)
+    url = f"/admin/agents/promptversion/{version.pk}/try/"
+    response = await async_client.post(url, {"message": "What does it cost?"})
+    assert response.status_code == 200
+    body = b"".join([part async for part in response.streaming_content]).decode()
+    lines = [json.loads(line) for line in body.splitlines()]
+    assert lines[0]["text"] == "Great question."
+    assert all(line["ms"] > 0 for line in lines[:-1])
+    assert lines[-1]["done"] is True and lines[-1]["error"] is None
+    assert lines[-1]["firstTokenMs"] <= lines[-1]["firstChunkMs"]
+    assert (await async_client.post(url, {"message": ""})).status_code == 400

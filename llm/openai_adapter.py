@@ -41,9 +41,12 @@ _INVALID = (
 def classify_error(error: BaseException) -> ProviderError:
     """The spec's error classes, from the SDK's exception classes (and its transport's).
 
-    Order matters: ``APITimeoutError`` is a subclass of ``APIConnectionError``. Transport
-    errors raised while reading a stream reach us unwrapped (the SDK wraps only errors of
-    the request itself), hence the ``httpx2`` classes.
+    Order matters: ``APITimeoutError`` is a subclass of ``APIConnectionError``. This SDK
+    wraps transport errors raised while reading a stream too (a dropped connection
+    mid-stream is an ``APIConnectionError`` caused by ``httpx2.RemoteProtocolError``); the
+    ``httpx2`` classes are kept for SDK versions that let them through. The wrapped
+    transport error is named in the message, since the SDK's own says only
+    "Connection error.".
     """
     if isinstance(error, ProviderError):
         return error
@@ -55,6 +58,8 @@ def classify_error(error: BaseException) -> ProviderError:
         return ProviderError(
             ErrorKind.RATE_LIMIT, message, status_code=status, retry_after=retry_after_seconds(error.response)
         )
+    if isinstance(error, openai.APIConnectionError) and error.__cause__ is not None:
+        message = f"{message} ({type(error.__cause__).__name__}: {error.__cause__})"
     if isinstance(error, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(ErrorKind.TIMEOUT, message)
     if isinstance(error, openai.APIConnectionError | httpx2.TransportError):

@@ -1,6 +1,11 @@
 """The demo responder: scripted, labelled, streamed through the real SDK."""
 
-from llm.config import LLMConfig
+import asyncio
+import logging
+
+import pytest
+
+from llm.config import LLMConfig, ModelParams
 from llm.demo import DEMO_LABEL, build_demo_provider, demo_reply_text
 from llm.metrics import LLMServiceMetrics
 from llm.session import Conversation
@@ -45,3 +50,58 @@ async def test_the_demo_streams_chunks_through_the_whole_pipeline(caplog):
     ]
     assert reply.error is None
     assert reply.first_token_at - reply.started_at >= 0.3  # realistic time to first token
+
+
+def _turn(last_user: str, replies_so_far: int = 1) -> list[dict[str, str]]:
+    history = [{"role": "system", "content": "x"}]
+    for n in range(replies_so_far):
+        history += [{"role": "user", "content": f"turn {n}"}, {"role": "assistant", "content": "..."}]
+    return [*history, {"role": "user", "content": last_user}]
+
+
+@pytest.mark.parametrize(
+    ("said", "starts"),
+    [
+        ("What's the price?", "Great question."),
+        ("No thanks, I'm not interested", "I completely understand"),
+        ("Can we schedule a meeting?", "Wonderful."),
+        ("Okay, goodbye", "Thank you for your time today."),
+        ("What is Vantum exactly?", "Vantum is an AI sales assistant."),
+        ("We mostly cold call", "That's helpful to know."),
+        ("Hello?", "That's helpful to know."),  # a greeting after the opening is no new opening
+    ],
+)
+def test_each_keyword_gets_its_scripted_reply_with_markers(said, starts):
+    reply = demo_reply_text(_turn(said))
+    assert reply.startswith(starts)
+    assert reply.count("||BREAK||") >= 1
+
+
+def test_the_opening_is_chosen_by_turn_number_not_by_keyword():
+    assert demo_reply_text(_turn("We mostly cold call", replies_so_far=0)).startswith("Hi, this is Alex")
+    assert demo_reply_text(_turn("We mostly cold call", replies_so_far=2)).startswith("That's helpful")
+
+
+async def test_concurrent_calls_get_replies_to_their_own_messages():
+    provider = build_demo_provider()
+    said = ["How much is it?", "not interested", "Book a demo", "bye"] * 3
+
+    async def one_call(text: str) -> str:
+        deltas = [
+            d
+            async for d in provider.stream_chat(
+                messages=_turn(text), params=ModelParams(), call_id=f"call-{text}"
+            )
+        ]
+        return "".join(d.text for d in deltas)
+
+    replies = await asyncio.gather(*(one_call(text) for text in said))
+    assert replies == [demo_reply_text(_turn(text)) for text in said]
+
+
+def test_building_the_demo_warns_that_it_is_not_a_model(caplog):
+    with caplog.at_level(logging.WARNING, logger="llm.demo"):
+        build_demo_provider()
+    (record,) = [r for r in caplog.records if r.name == "llm.demo"]
+    assert record.levelno == logging.WARNING
+    assert DEMO_LABEL in record.getMessage()

@@ -149,8 +149,8 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
         ),
         "latency": latency,
         "latency_chart": bar_chart(
-            [(f"{k} p{q}", v[f"p{q}"] or 0) for k, v in latency.items() for q in (50, 95)],
-            width=420,
+            [(f"{k.split()[-1]} p{q}", v[f"p{q}"] or 0) for k, v in latency.items() for q in (50, 95)],
+            width=480,
             unit=" ms",
         ),
         "peak_concurrent": peak_concurrency(list(calls.values_list("started_at", "ended_at")), now),

@@ -177,9 +177,11 @@ class FakeOpenAI:
     requests: list[dict[str, Any]] = field(default_factory=list)
     emitted: list[Emitted] = field(default_factory=list)
     on_emit: Callable[[dict[str, Any], Emitted], None] | None = None
-    _scripted: dict[str, list[FakeReply]] = field(default_factory=lambda: {e: [] for e in ENDPOINTS})
-    _ids: itertools.count = field(default_factory=itertools.count)
-    _request_count: itertools.count = field(default_factory=itertools.count)
+    _scripted: dict[str, list[FakeReply]] = field(
+        default_factory=lambda: {e: [] for e in ENDPOINTS}, init=False, repr=False
+    )
+    _ids: itertools.count = field(default_factory=itertools.count, init=False, repr=False)
+    _request_count: itertools.count = field(default_factory=itertools.count, init=False, repr=False)
 
     # ------------------------------------------------------------------ public API
     def script(self, *replies: FakeReply, endpoint: str = "chat") -> FakeOpenAI:
@@ -351,8 +353,8 @@ class FakeOpenAI:
         yield chunk({}, finish=reply.finish_reason)
         if (body.get("stream_options") or {}).get("include_usage"):
             yield event({**base, "choices": [], "usage": self._usage(body, reply, len(tokens))})
+        record["outcome"] = "complete"  # before [DONE]: a client may close as soon as it sees it
         yield b"data: [DONE]\n\n"
-        record["outcome"] = "complete"
 
     # ------------------------------------------------------------------ audio
     async def _transcription(self, request: httpx2.Request, record: dict[str, Any]) -> httpx2.Response:

@@ -1,0 +1,113 @@
+"""A server process for the benchmarks: the real ASGI application on daphne or uvicorn,
+with the HTTP-level fake model at chosen timing and a chosen speech engine.
+
+    python bench/serve.py --port 8801 --server daphne --ttft 0.3 --tps 50 --engine tone
+
+Every turn's user text carries a tag ``[bench:<id>]``; when the fake emits the token that
+completes the reply's first marker it appends ``{"tag", "marker_wall"}`` to ``--marks``,
+so the client can compute server-added latency. ``--buffered`` is the spec's design as a
+baseline: nothing is spoken until the whole completion has arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TAG = re.compile(r"\[bench:([\w-]+)\]")
+REPLY = (
+    "Thanks for asking, I'm glad you did. ||BREAK|| Vantum books qualified meetings straight into your "
+    "calendar, so your reps spend their time closing instead of prospecting. ||BREAK|| Most teams see "
+    "results in the first month, and setup takes about a day. ||BREAK|| "
+    "Would a short demo next week be useful?"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    parser.add_argument("--ttft", type=float, default=0.3, help="seconds to the first token")
+    parser.add_argument("--tps", type=float, default=50.0, help="tokens per second after the first")
+    parser.add_argument("--engine", default="tone")
+    parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
+    parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
+    args = parser.parse_args()
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantum.settings")
+    os.environ["TTS_ENGINE"] = args.engine
+    import django
+
+    django.setup()
+    from calls import consumers, engines
+    from llm.chunking import SemanticChunker
+    from llm.fake_openai import FakeOpenAI, FakeReply
+    from llm.openai_adapter import OpenAIChatProvider
+    from llm.session import Conversation
+    from vantum.asgi import application
+
+    marks = open(args.marks, "a", buffering=1) if args.marks else None  # noqa: SIM115 (lives as long as the server)
+    marker_token = next(
+        i
+        for i, _ in enumerate(FakeReply(text=REPLY).token_list())
+        if "||BREAK||" in "".join(FakeReply(text=REPLY).token_list()[: i + 1])
+    )
+
+    def respond(body: dict) -> FakeReply:
+        return FakeReply(text=REPLY, first_token_delay=args.ttft, token_delay=1.0 / args.tps)
+
+    def on_emit(body: dict, emitted) -> None:
+        if marks is None or emitted.index != marker_token:
+            return
+        last_user = next((m["content"] for m in reversed(body["messages"]) if m["role"] == "user"), "")
+        found = TAG.search(last_user)
+        if found:
+            marks.write(json.dumps({"tag": found.group(1), "marker_wall": emitted.wall}) + "\n")
+
+    fake = FakeOpenAI(responder=respond, keep_log=False, on_emit=on_emit)
+    provider = OpenAIChatProvider(api_key="bench", http_client=fake.http_client(), name="bench-fake")
+    override = engines.override_engines(chat=provider)
+    override.__enter__()
+
+    if args.buffered:
+
+        class Buffered(SemanticChunker):
+            """The spec's behaviour: collect everything, chunk at the end."""
+
+            def feed(self, token: str) -> list[str]:
+                self._spec_text = getattr(self, "_spec_text", "") + token
+                return []
+
+            def flush(self) -> list[str]:
+                text, self._spec_text = getattr(self, "_spec_text", ""), ""
+                return SemanticChunker.feed(self, text) + SemanticChunker.flush(self)
+
+        consumers.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
+
+    if args.server == "uvicorn":
+        import uvicorn
+
+        uvicorn.run(
+            application, host="127.0.0.1", port=args.port, log_level="warning", ws_max_size=4 * 1024 * 1024
+        )
+    else:
+        from daphne.server import Server
+
+        Server(
+            application=application,
+            endpoints=[f"tcp:port={args.port}:interface=127.0.0.1"],
+            websocket_max_message_size=4 * 1024 * 1024,
+            verbosity=0,
+        ).run()
+
+
+if __name__ == "__main__":
+    main()

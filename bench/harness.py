@@ -75,6 +75,9 @@ class Servers:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "vantum.settings",
             "LOG_LEVEL": "ERROR",
+            # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
+            "DJANGO_DEBUG": "false",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key",
             "DATABASE_URL": self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
             "VANTUM_MAX_CALLS": "100000",
             "VANTUM_MAX_EVENTS_PER_SECOND": "1000",

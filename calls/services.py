@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from calls.models import Call, Message, Role, TurnMetrics
@@ -28,6 +28,19 @@ METRIC_FIELDS = (
 )
 
 
+# session id -> primary key, filled by call_start: every later write of the call saves a
+# lookup. Bounded: a long-running process forgets the oldest calls (they fall back to a query).
+_CALL_PKS: dict[uuid.UUID, int] = {}
+_CALL_PKS_MAX = 20_000
+
+
+def _call_pk(session_id: uuid.UUID) -> int:
+    pk = _CALL_PKS.get(session_id)
+    if pk is None:
+        pk = Call.objects.values_list("pk", flat=True).get(session_id=session_id)
+    return pk
+
+
 def call_start(
     *,
     session_id: uuid.UUID,
@@ -40,7 +53,7 @@ def call_start(
     tts_engine: str = "",
     stt_engine: str = "",
 ) -> Call:
-    return Call.objects.create(
+    call = Call.objects.create(
         session_id=session_id,
         started_at=started_at,
         prompt_version_id=prompt_version_id,
@@ -51,6 +64,10 @@ def call_start(
         tts_engine=tts_engine,
         stt_engine=stt_engine,
     )
+    if len(_CALL_PKS) >= _CALL_PKS_MAX:
+        _CALL_PKS.pop(next(iter(_CALL_PKS)))
+    _CALL_PKS[session_id] = call.pk
+    return call
 
 
 def call_update_settings(
@@ -76,24 +93,24 @@ def call_end(*, session_id: uuid.UUID, reason: str, ended_at: datetime | None = 
     Call.objects.filter(session_id=session_id, ended_at__isnull=True).update(
         ended_at=ended_at or timezone.now(), end_reason=reason
     )
+    _CALL_PKS.pop(session_id, None)
 
 
 def message_record_user(
     *, session_id: uuid.UUID, seq: int, text: str, source: str, created_at: datetime
 ) -> Message:
-    call = Call.objects.only("id").get(session_id=session_id)
-    message, _ = Message.objects.update_or_create(
-        call=call,
-        seq=seq,
-        defaults={
-            "role": Role.USER,
-            "text": text,
-            "raw_text": text,
-            "source": source,
-            "created_at": created_at,
-        },
-    )
-    return message
+    values = {"role": Role.USER, "text": text, "raw_text": text, "source": source, "created_at": created_at}
+    return _message_save(call_pk=_call_pk(session_id), seq=seq, values=values)
+
+
+def _message_save(*, call_pk: int, seq: int, values: dict[str, Any]) -> Message:
+    """Insert first (one statement on the hot path); a retried write updates instead."""
+    try:
+        with transaction.atomic():
+            return Message.objects.create(call_id=call_pk, seq=seq, **values)
+    except IntegrityError:
+        Message.objects.filter(call_id=call_pk, seq=seq).update(**values)
+        return Message.objects.get(call_id=call_pk, seq=seq)
 
 
 @transaction.atomic
@@ -113,11 +130,10 @@ def message_record_assistant(
 ) -> Message:
     """Store one assistant turn and its metrics. Idempotent per (call, seq), so a retried
     write after a lost acknowledgement does not duplicate the turn."""
-    call = Call.objects.only("id").get(session_id=session_id)
-    message, _ = Message.objects.update_or_create(
-        call=call,
+    message = _message_save(
+        call_pk=_call_pk(session_id),
         seq=seq,
-        defaults={
+        values={
             "role": Role.ASSISTANT,
             "text": text,
             "raw_text": raw_text,
@@ -132,7 +148,12 @@ def message_record_assistant(
     values = {name: metrics.get(name) for name in METRIC_FIELDS if name in metrics}
     values.setdefault("chunk_count", len(chunks))
     values["error_kind"] = values.get("error_kind") or ""
-    TurnMetrics.objects.update_or_create(message=message, defaults={**values, "created_at": created_at})
+    values["created_at"] = created_at
+    try:
+        with transaction.atomic():
+            TurnMetrics.objects.create(message=message, **values)
+    except IntegrityError:
+        TurnMetrics.objects.filter(message=message).update(**values)
     return message
 
 

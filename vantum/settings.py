@@ -32,7 +32,7 @@ try:
     VANTUM_MAX_CALLS = env_int("VANTUM_MAX_CALLS", 1000, minimum=1)
     VANTUM_MAX_FRAME_BYTES = env_int("VANTUM_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
     VANTUM_MAX_EVENTS_PER_SECOND = env_int("VANTUM_MAX_EVENTS_PER_SECOND", 200, minimum=1)
-    VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 40, minimum=10, maximum=100)
+    VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 100, minimum=10, maximum=100)
     # daphne closes the socket on a message above its own cap; keep that cap above ours so
     # an oversized frame gets the protocol's error event and the call goes on.
     DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * VANTUM_MAX_FRAME_BYTES, 4 * 1024 * 1024)

@@ -102,7 +102,7 @@ async def stream_reply(
     queue: asyncio.Queue[object] = asyncio.Queue()
     speaker = asyncio.create_task(_speak_in_order(queue, sink), name=f"speaker-{call_id}")
     try:
-        await _read_with_retries(reply, provider, messages, params, config, chunker, queue, call_id)
+        await _read_with_retries(_Reading(reply, provider, messages, params, config, chunker, queue, call_id))
         reply.stream_ended_at = time.monotonic()
         if reply.error is None:
             _enqueue(reply, queue, chunker.flush())
@@ -139,26 +139,32 @@ def _enqueue(reply: Reply, queue: asyncio.Queue[object], texts: list[str]) -> No
         queue.put_nowait(chunk)
 
 
-async def _read_with_retries(
-    reply: Reply,
-    provider: ChatProvider,
-    messages: Sequence[dict[str, str]],
-    params: ModelParams,
-    config: LLMConfig,
-    chunker: SemanticChunker,
-    queue: asyncio.Queue[object],
-    call_id: str,
-) -> None:
+@dataclass(slots=True)
+class _Reading:
+    """What one reply's reader needs; one per reply, never shared."""
+
+    reply: Reply
+    provider: ChatProvider
+    messages: Sequence[dict[str, str]]
+    params: ModelParams
+    config: LLMConfig
+    chunker: SemanticChunker
+    queue: asyncio.Queue[object]
+    call_id: str
+
+
+async def _read_with_retries(reading: _Reading) -> None:
+    reply, config = reading.reply, reading.config
     attempt = 0
     while True:
         try:
-            await _read_stream(reply, provider, messages, params, config, chunker, queue, call_id)
+            await _read_stream(reading)
             return
         except ProviderError as error:
             retry = reply.first_token_at is None and error.retryable and attempt < config.max_retries
             logger.warning(
                 "call=%s model failure kind=%s status=%s retry=%s: %s",
-                call_id,
+                reading.call_id,
                 error.kind.value,
                 error.status_code,
                 retry,
@@ -176,21 +182,15 @@ async def _read_with_retries(
             await asyncio.sleep(delay)
 
 
-async def _read_stream(
-    reply: Reply,
-    provider: ChatProvider,
-    messages: Sequence[dict[str, str]],
-    params: ModelParams,
-    config: LLMConfig,
-    chunker: SemanticChunker,
-    queue: asyncio.Queue[object],
-    call_id: str,
-) -> None:
+async def _read_stream(reading: _Reading) -> None:
     """One attempt. Enforces the first-token, stall and whole-stream timeouts."""
+    reply, config, chunker, queue = reading.reply, reading.config, reading.chunker, reading.queue
     loop = asyncio.get_running_loop()
     attempt_start = loop.time()
     stream_deadline = attempt_start + config.streaming_timeout
-    stream = provider.stream_chat(messages=messages, params=params, call_id=call_id)
+    stream = reading.provider.stream_chat(
+        messages=reading.messages, params=reading.params, call_id=reading.call_id
+    )
     waiting_for = "first token"
     try:
         async with asyncio.timeout_at(

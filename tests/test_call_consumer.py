@@ -428,3 +428,19 @@ async def test_a_flood_is_rate_limited_with_one_error(use_engines, settings):
     assert event["payload"]["message"] == "Too many messages: frames are being dropped (rate limit)."
     assert await caller.communicator.receive_nothing(timeout=0.3)
     await caller.hang_up()
+
+
+@pytest.mark.parametrize(("shift", "reason"), [("idle", "idle_timeout"), ("age", "max_duration")])
+async def test_idle_and_over_long_calls_are_ended_by_the_cleanup(use_engines, fresh_registry, shift, reason):
+    use_engines(chat=_provider(), speech=BeepEngine())
+    caller = Caller()
+    await caller.connect()
+    conversation = fresh_registry._sessions[caller.session_id][0]
+    if shift == "idle":
+        conversation.last_activity_at -= fresh_registry.config.session_idle_timeout + 1
+    else:
+        conversation.created_at -= fresh_registry.config.session_max_duration + 1
+    assert await fresh_registry.sweep() == [(caller.session_id, reason)]
+    assert (await caller.receive())["eventType"] == "<closed>"
+    await caller.hang_up()
+    assert (await stored_call(caller.session_id)).end_reason == reason

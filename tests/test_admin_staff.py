@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from agents.models import PromptVersion
+from agents.selectors import EDITABLE_FIELDS
 from agents.services import prompt_version_ensure_initial
 from calls import live, services
 from calls.models import Call, Message
@@ -158,21 +159,7 @@ def test_an_editor_edits_prompts_but_cannot_read_transcripts(client, version):
 
 
 def _form(version: PromptVersion, **changes) -> dict:
-    values = {
-        f: getattr(version, f)
-        for f in (
-            "system_prompt",
-            "fallback_tier1",
-            "fallback_tier2",
-            "fallback_tier3",
-            "model",
-            "temperature",
-            "max_tokens",
-            "top_p",
-            "frequency_penalty",
-            "presence_penalty",
-        )
-    }
+    values = {field: getattr(version, field) for field in EDITABLE_FIELDS}
     values.update({"note": "", "activate": "on", **changes})
     return values
 

@@ -35,7 +35,6 @@ from stt.base import TranscriptionError
 logger = logging.getLogger(__name__)
 
 _active_calls: set[str] = set()
-MAX_PENDING_AUDIO_BYTES_PER_SECOND = 2 * 48000
 
 
 def active_call_count() -> int:
@@ -152,12 +151,13 @@ class CallConsumer(AsyncWebsocketConsumer):
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
         await self.channel_layer.group_discard(live.call_group(self.session_id), self.channel_name)
+        # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
+        self.end_reason = reason = self.end_reason or "hangup"
         tasks = list(self.turn_tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=5)
-        reason = self.end_reason or "hangup"
         self.recorder.record(
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
@@ -357,7 +357,6 @@ class CallConsumer(AsyncWebsocketConsumer):
 
         utterance_id = protocol.new_id()
         speaker = ReplySpeaker(
-            call_id=self.session_id,
             session_id=self.session_id,
             utterance_id=utterance_id,
             engine=self.engines.speech,
@@ -378,7 +377,7 @@ class CallConsumer(AsyncWebsocketConsumer):
             await self._send_error(request.event_type, request.event_id, str(error))
             return
         except asyncio.CancelledError:
-            if speaker.started and not self.end_reason.startswith("hangup"):
+            if speaker.started and self.end_reason != "hangup":
                 await self._send_quietly(protocol.encode_response_stop(self.session_id, utterance_id))
             raise
         except Exception:
@@ -410,29 +409,34 @@ class CallConsumer(AsyncWebsocketConsumer):
     async def _transcribe(self, request: protocol.ClientEvent, pcm: bytes, rate: int) -> str | None:
         transcriber = self.engines.transcriber
         if transcriber is None:
-            await self._send_audio_error(
-                request, "Speech-to-text is not configured on this server. Please type your message instead."
+            await self._send_error(
+                request.event_type,
+                request.event_id,
+                "Speech-to-text is not configured on this server. Please type your message instead.",
             )
             return None
         if duration_seconds(pcm, rate) < 0.1 or is_silent(pcm, settings.STT_SILENCE_THRESHOLD):
-            await self._send_audio_error(request, "No speech was heard in that recording. Please try again.")
+            await self._send_error(
+                request.event_type,
+                request.event_id,
+                "No speech was heard in that recording. Please try again.",
+            )
             return None
         try:
             text = await transcriber.transcribe(
                 pcm, sample_rate=rate, language=self.language, call_id=self.session_id
             )
         except TranscriptionError as error:
-            await self._send_audio_error(request, str(error))
+            await self._send_error(request.event_type, request.event_id, str(error))
             return None
         if not text.strip():
-            await self._send_audio_error(
-                request, "No words were recognised in that recording. Please try again."
+            await self._send_error(
+                request.event_type,
+                request.event_id,
+                "No words were recognised in that recording. Please try again.",
             )
             return None
         return text.strip()
-
-    async def _send_audio_error(self, request: protocol.ClientEvent, message: str) -> None:
-        await self._send_error(request.event_type, request.event_id, message)
 
     def _record_reply(self, reply: Reply, speaker: ReplySpeaker, seq: int, utterance_id: str) -> None:
         metrics = self._turn_metrics(reply, speaker)

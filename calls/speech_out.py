@@ -29,7 +29,6 @@ class ReplySpeaker:
     def __init__(
         self,
         *,
-        call_id: str,
         session_id: str,
         utterance_id: str,
         engine: SpeechEngine,
@@ -39,7 +38,6 @@ class ReplySpeaker:
         max_frame_bytes: int,
         on_chunk: OnChunk | None = None,
     ) -> None:
-        self.call_id = call_id
         self.session_id = session_id
         self.utterance_id = utterance_id
         self.engine = engine
@@ -73,7 +71,7 @@ class ReplySpeaker:
         except SpeechError as error:
             chunk.failed = True
             SPEECH_FAILURES.inc()
-            logger.warning("call=%s speech failed for chunk %d: %s", self.call_id, chunk.index, error)
+            logger.warning("call=%s speech failed for chunk %d: %s", self.session_id, chunk.index, error)
             await self.send(
                 protocol.encode_voicechat_error(
                     self.session_id, "tts", f"Could not speak part of the reply: {error}", True

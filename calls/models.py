@@ -16,6 +16,23 @@ class EndReason(models.TextChoices):
     ERROR = "error", "Error"
 
 
+class Outcome(models.TextChoices):
+    """What the call achieved. Blank means "not set yet" (the call is still running)."""
+
+    MEETING_BOOKED = "meeting_booked", "Meeting booked"
+    CALLBACK = "callback", "Callback scheduled"
+    NOT_INTERESTED = "not_interested", "Not interested"
+    NO_DECISION = "no_decision", "No decision"
+    FAILED = "failed", "Failed (technical)"
+    DO_NOT_CALL = "do_not_call", "Do not call"
+
+
+class OutcomeSource(models.TextChoices):
+    AGENT = "agent", "Agent"
+    STAFF = "staff", "Staff"
+    SYSTEM = "system", "System"
+
+
 class Call(models.Model):
     session_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     started_at = models.DateTimeField(db_index=True)
@@ -30,6 +47,9 @@ class Call(models.Model):
     llm_model = models.CharField(max_length=200, blank=True)
     tts_engine = models.CharField(max_length=50, blank=True)
     stt_engine = models.CharField(max_length=50, blank=True)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True, db_index=True)
+    outcome_source = models.CharField(max_length=16, choices=OutcomeSource.choices, blank=True)
+    outcome_summary = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-started_at"]

@@ -13,7 +13,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from calls.models import Call, Message, Role, TurnMetrics
+from calls.models import Call, Message, Outcome, OutcomeSource, Role, TurnMetrics
 
 METRIC_FIELDS = (
     "first_token_ms",
@@ -160,3 +160,34 @@ def message_record_assistant(
 def message_mark_interrupted(*, session_id: uuid.UUID, seq: int) -> None:
     """The caller cut the reply off while it was still playing."""
     Message.objects.filter(call__session_id=session_id, seq=seq).update(interrupted=True)
+
+
+def call_set_outcome(*, session_id: uuid.UUID, outcome: str, source: str, summary: str = "") -> bool:
+    """Store what the call achieved (an ``Outcome`` value) and who decided it.
+
+    Raises ``ValueError`` for an unknown outcome or source, so a tool can hand the model a
+    clear error. Later calls overwrite earlier ones (the agent may book a meeting after first
+    scheduling a callback; staff correct the agent). Returns False when no such call exists.
+    """
+    if outcome not in Outcome.values:
+        raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(Outcome.values)}")
+    if source not in OutcomeSource.values:
+        raise ValueError(f"unknown outcome source {source!r}")
+    changes: dict[str, Any] = {"outcome": outcome, "outcome_source": source}
+    if summary:
+        changes["outcome_summary"] = summary
+    return Call.objects.filter(session_id=session_id).update(**changes) > 0
+
+
+def call_settle_outcome(*, session_id: uuid.UUID, failed: bool = False) -> str:
+    """At the end of a call, give it an outcome if nobody set one: ``failed`` when the call
+    ended on a technical failure, else ``no_decision`` (source ``system``). An outcome set by
+    the agent or staff is kept. Returns the call's outcome afterwards ("" if no such call).
+
+    Called by the call layer once the call has ended (after ``call_end``); idempotent.
+    """
+    default = Outcome.FAILED if failed else Outcome.NO_DECISION
+    Call.objects.filter(session_id=session_id, outcome="").update(
+        outcome=default, outcome_source=OutcomeSource.SYSTEM
+    )
+    return Call.objects.filter(session_id=session_id).values_list("outcome", flat=True).first() or ""

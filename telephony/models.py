@@ -69,7 +69,9 @@ class Campaign(models.Model):
     )
     max_attempts = models.PositiveSmallIntegerField(default=2)
     retry_minutes = models.PositiveIntegerField(default=60)
-    machine_detection = models.BooleanField(default=False, help_text="Use Twilio's answering machine detection.")
+    machine_detection = models.BooleanField(
+        default=False, help_text="Use Twilio's answering machine detection."
+    )
     voicemail_message = models.TextField(
         blank=True, help_text="Left on an answering machine (with detection on); empty: hang up."
     )
@@ -144,7 +146,9 @@ class PhoneCall(models.Model):
     from_number = models.CharField(max_length=32, blank=True)
     to_number = models.CharField(max_length=32, blank=True)
     prospect = models.ForeignKey(Prospect, null=True, blank=True, on_delete=models.SET_NULL)
-    lead = models.ForeignKey(Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="phone_calls")
+    lead = models.ForeignKey(
+        Lead, null=True, blank=True, on_delete=models.SET_NULL, related_name="phone_calls"
+    )
     status = models.CharField(max_length=32, default="queued")  # Twilio's CallStatus
     status_history = models.JSONField(default=list, blank=True)  # [{"status", "at"}]
     answered_by = models.CharField(max_length=32, blank=True)  # Twilio AMD: human, machine_start ...

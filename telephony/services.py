@@ -39,7 +39,9 @@ logger = logging.getLogger(__name__)
 STREAM_TOKEN_SALT = "telephony.twilio.stream"
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RETRY_STATUSES = frozenset({"busy", "no-answer", "failed"})
-MACHINE_ANSWERS = frozenset({"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"})
+MACHINE_ANSWERS = frozenset(
+    {"machine_start", "machine_end_beep", "machine_end_silence", "machine_end_other", "fax"}
+)
 DO_NOT_CALL_OUTCOME = "do_not_call"
 
 
@@ -66,9 +68,9 @@ def stream_token_redeem(*, token: str, call_sid: str, stream_sid: str) -> PhoneC
         raise StreamTokenError("stream token forged or corrupted") from None
     if not isinstance(payload, dict) or payload.get("c") != call_sid:
         raise StreamTokenError("stream token belongs to another call")
-    used = PhoneCall.objects.filter(pk=payload.get("p"), call_sid=call_sid, stream_started_at__isnull=True).update(
-        stream_started_at=timezone.now(), stream_sid=stream_sid
-    )
+    used = PhoneCall.objects.filter(
+        pk=payload.get("p"), call_sid=call_sid, stream_started_at__isnull=True
+    ).update(stream_started_at=timezone.now(), stream_sid=stream_sid)
     if not used:
         raise StreamTokenError("stream token already used")
     return PhoneCall.objects.select_related("prospect", "lead__campaign").get(pk=payload["p"])
@@ -187,7 +189,10 @@ def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
     phone_call = PhoneCall.objects.get(pk=phone_call_id)
     outcome = ""
     if phone_call.session_id:
-        outcome = Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", flat=True).first() or ""
+        outcome = (
+            Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", flat=True).first()
+            or ""
+        )
     changes = {"end_reason": phone_call.end_reason or end_reason}
     if outcome:
         changes["outcome"] = outcome
@@ -201,7 +206,9 @@ def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
 def do_not_call_add(*, phone: str, reason: str = "", source: str = "staff") -> DoNotCall:
     number = normalize_phone(phone)
     entry, _ = DoNotCall.objects.get_or_create(phone=number, defaults={"reason": reason, "source": source})
-    skipped = Lead.objects.filter(prospect__phone=number, state=LeadState.QUEUED).update(state=LeadState.SKIPPED)
+    skipped = Lead.objects.filter(prospect__phone=number, state=LeadState.QUEUED).update(
+        state=LeadState.SKIPPED
+    )
     if skipped:
         logger.info("do-not-call %s: %d queued lead(s) skipped", number, skipped)
     return entry
@@ -220,7 +227,9 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)
 
 
-def campaign_import_csv(*, campaign: Campaign, data: bytes, default_region: str | None = None) -> ImportReport:
+def campaign_import_csv(
+    *, campaign: Campaign, data: bytes, default_region: str | None = None
+) -> ImportReport:
     """Prospects from a CSV (header: name, phone, and optionally company, timezone, email),
     each queued as a lead of ``campaign``. Bad rows are reported by line, the rest imported."""
     report = ImportReport()
@@ -309,7 +318,9 @@ def leads_claim(*, campaign_id: int, now: datetime, lead_ids: list[int] | None =
     claimed: list[int] = []
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
-        busy = Lead.objects.filter(campaign=campaign, state__in=[LeadState.DIALING, LeadState.IN_CALL]).count()
+        busy = Lead.objects.filter(
+            campaign=campaign, state__in=[LeadState.DIALING, LeadState.IN_CALL]
+        ).count()
         free = campaign.max_concurrent_calls - busy
         if free <= 0:
             return []
@@ -401,7 +412,9 @@ def phone_call_place(*, phone_call_id: int) -> PhoneCall:
 def _phone_call_not_placed(*, phone_call: PhoneCall, error: str) -> None:
     now = timezone.now()
     with transaction.atomic():
-        PhoneCall.objects.filter(pk=phone_call.pk).update(status="failed", ended_at=now, outcome="failed", error=error)
+        PhoneCall.objects.filter(pk=phone_call.pk).update(
+            status="failed", ended_at=now, outcome="failed", error=error
+        )
         if phone_call.lead_id:
             lead = Lead.objects.select_for_update().get(pk=phone_call.lead_id)
             if lead.state == LeadState.DIALING:
@@ -418,7 +431,9 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
     """
     stuck_before = now - timedelta(seconds=settings.TELEPHONY_DIAL_STUCK_SECONDS)
     settled = 0
-    stuck = Lead.objects.filter(state=LeadState.DIALING, claimed_at__lt=stuck_before).values_list("pk", flat=True)
+    stuck = Lead.objects.filter(state=LeadState.DIALING, claimed_at__lt=stuck_before).values_list(
+        "pk", flat=True
+    )
     for lead_id in list(stuck):
         with transaction.atomic():
             lead = (

@@ -88,7 +88,9 @@ def call_place(
             **options,
         )
     except TwilioRestException as error:
-        raise TwilioCallError(f"Twilio refused the call: {error.msg} (code {error.code})", rejected=True) from None
+        raise TwilioCallError(
+            f"Twilio refused the call: {error.msg} (code {error.code})", rejected=True
+        ) from None
     except (TwilioException, OSError) as error:
         raise TwilioCallError(f"Twilio could not be reached: {error}", rejected=False) from None
     return PlacedCall(call_sid=call.sid, status=call.status or "queued")

@@ -46,7 +46,9 @@ def _signature_valid(request: HttpRequest) -> bool:
 def _checked(view):
     def wrapper(request: HttpRequest) -> HttpResponse:
         if not twilio_client.configured():
-            return HttpResponse("Telephony is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN).", status=503)
+            return HttpResponse(
+                "Telephony is not configured (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN).", status=503
+            )
         if not _signature_valid(request):
             logger.warning("twilio webhook refused: bad or missing X-Twilio-Signature (%s)", request.path)
             return HttpResponse("Invalid Twilio signature.", status=403)
@@ -84,18 +86,24 @@ def voice(request: HttpRequest) -> HttpResponse:
         if message:
             response.say(message)
         response.hangup()
-        services.phone_call_record_machine(phone_call=phone_call, answered_by=answered_by, left_message=bool(message))
+        services.phone_call_record_machine(
+            phone_call=phone_call, answered_by=answered_by, left_message=bool(message)
+        )
         logger.info("phone_call=%s answered by a machine (%s)", phone_call.pk, answered_by)
         return _twiml(response)
     prospect = phone_call.prospect
     connect = Connect()
     stream = connect.stream(url=stream_url(request))
-    stream.parameter(name="token", value=services.stream_token_issue(call_sid=call_sid, phone_call_id=phone_call.pk))
+    stream.parameter(
+        name="token", value=services.stream_token_issue(call_sid=call_sid, phone_call_id=phone_call.pk)
+    )
     stream.parameter(name="direction", value=phone_call.direction)
     stream.parameter(name="prospect", value=str(prospect.pk) if prospect else "")
     stream.parameter(name="profile", value=phone_call.lead.campaign.name if phone_call.lead_id else "default")
     response.append(connect)
-    logger.info("phone_call=%s %s call %s connected to the stream", phone_call.pk, phone_call.direction, call_sid)
+    logger.info(
+        "phone_call=%s %s call %s connected to the stream", phone_call.pk, phone_call.direction, call_sid
+    )
     return _twiml(response)
 
 

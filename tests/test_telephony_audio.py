@@ -123,3 +123,10 @@ def test_outbound_at_8k_skips_resampling():
     outbound = PhoneOutbound(8000)
     pcm = _tone(200, 0.02, 8000)
     assert outbound.feed(pcm) == [ulaw_encode(pcm)]
+
+
+def test_inbound_hands_over_every_20ms_frame_at_once():
+    """No block buffering on the caller's side: end of turn is not delayed by the resampler."""
+    inbound = PhoneInbound(16000)
+    sizes = [len(inbound.feed(ulaw_encode(_tone(300, 0.02, 8000)))) for _ in range(10)]
+    assert all(600 <= size <= 640 for size in sizes)

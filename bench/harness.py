@@ -230,7 +230,17 @@ def record(name: str, args: argparse.Namespace, summary: dict) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     if "## Harness runs" not in text:
         text += "\n## Harness runs\n\n| date (UTC) | run | parameters | headline |\n|---|---|---|---|\n"
-    DOC.write_text(text + line)
+    DOC.write_text(append_to_section(text, "## Harness runs", line))
+
+
+def append_to_section(text: str, heading: str, line: str) -> str:
+    """``text`` with ``line`` added at the end of the section ``heading`` (sections after it,
+    written by hand, stay where they are)."""
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    if end == -1:
+        return text.rstrip("\n") + "\n" + line
+    return text[:end].rstrip("\n") + "\n" + line + "\n" + text[end + 1 :]
 
 
 def _headline(summary: dict) -> str:
@@ -339,12 +349,14 @@ async def run_progressive(args: argparse.Namespace) -> dict:
 
 
 async def run_overhead(args: argparse.Namespace) -> dict:
-    """Per token: the bare SDK consuming a stream against our whole path (SDK, chunker, turn)."""
+    """Per token, same run, same fake body: the bare SDK's objects, the SDK's raw lines with
+    ``json`` (a floor), our adapter alone (SDK request + ``llm.sse`` + ``orjson``), and our
+    whole path (adapter, streaming turn, chunker)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantum.settings")
     import openai
 
     from bench.bench_chunker import build_reply
-    from llm.config import LLMConfig
+    from llm.config import LLMConfig, ModelParams
     from llm.fake_openai import FakeOpenAI, FakeReply
     from llm.metrics import LLMServiceMetrics
     from llm.openai_adapter import OpenAIChatProvider
@@ -352,23 +364,44 @@ async def run_overhead(args: argparse.Namespace) -> dict:
     from llm.turn import ReplyChunk
 
     tokens = build_reply(args.tokens)
+    messages = [{"role": "user", "content": "x"}]
 
     class NullSink:
         async def speak(self, chunk: ReplyChunk) -> None:
             chunk.audio_sent = True
 
-    async def bare() -> float:
+    def fake_client() -> openai.AsyncOpenAI:
         fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
-        client = openai.AsyncOpenAI(api_key="k", http_client=fake.http_client(), max_retries=0)
+        return openai.AsyncOpenAI(api_key="k", http_client=fake.http_client(), max_retries=0)
+
+    async def bare_sdk() -> float:
+        client = fake_client()
         started = time.perf_counter()
-        stream = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}], stream=True
-        )
+        stream = await client.chat.completions.create(model="m", messages=messages, stream=True)
         async for _chunk in stream:
             pass
         return time.perf_counter() - started
 
-    async def ours() -> float:
+    async def lines_json() -> float:
+        client = fake_client()
+        started = time.perf_counter()
+        async with client.chat.completions.with_streaming_response.create(
+            model="m", messages=messages, stream=True
+        ) as response:
+            async for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    json.loads(line[6:])
+        return time.perf_counter() - started
+
+    async def adapter() -> float:
+        fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
+        provider = OpenAIChatProvider(api_key="k", http_client=fake.http_client())
+        started = time.perf_counter()
+        async for _delta in provider.stream_chat(messages=messages, params=ModelParams(), call_id="b"):
+            pass
+        return time.perf_counter() - started
+
+    async def whole() -> float:
         fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
         provider = OpenAIChatProvider(api_key="k", http_client=fake.http_client())
         conversation = Conversation(
@@ -378,15 +411,40 @@ async def run_overhead(args: argparse.Namespace) -> dict:
         await conversation.respond("x", sink=NullSink())
         return time.perf_counter() - started
 
-    bare_runs = [await bare() for _ in range(7)]
-    our_runs = [await ours() for _ in range(7)]
-    bare_us = statistics.median(bare_runs) / len(tokens) * 1e6
-    our_us = statistics.median(our_runs) / len(tokens) * 1e6
+    async def fake_only() -> float:
+        # What the fake server itself costs per token (generating and handing over the body).
+        fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
+        client = fake.http_client()
+        body = {"model": "m", "messages": messages, "stream": True}
+        started = time.perf_counter()
+        async with client.stream("POST", "/chat/completions", json=body) as response:
+            async for _part in response.aiter_raw():
+                pass
+        return time.perf_counter() - started
+
+    paths = {
+        "bare_sdk": bare_sdk,
+        "sdk_lines_json": lines_json,
+        "our_adapter": adapter,
+        "our_whole_path": whole,
+        "fake_server_only": fake_only,
+    }
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(7):  # interleaved, so load from other processes hits every path alike
+        for name, path in paths.items():
+            runs[name].append(await path())
+    per_token = {name: statistics.median(r) / len(tokens) * 1e6 for name, r in runs.items()}
+    bare_us, our_us = per_token["bare_sdk"], per_token["our_whole_path"]
+    print("| path (same run, median of 7) | µs per token |")
+    print("|---|---|")
+    for name, value in per_token.items():
+        print(f"| {name} | {value:.2f} |")
     return {
         "tokens": len(tokens),
-        "bare_sdk_us_per_token": round(bare_us, 2),
+        **{f"{name}_us_per_token": round(value, 2) for name, value in per_token.items()},
         "ours_us_per_token": round(our_us, 2),
-        "overhead_percent_of_bare_sdk": round(100 * (our_us - bare_us) / bare_us, 1),
+        "bare_sdk_over_ours": round(bare_us / our_us, 1),
+        "load_average": os.getloadavg(),
     }
 
 

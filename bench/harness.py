@@ -36,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, run_redis, wait_for_port  # noqa: E402
+from tests.servers import free_port, run_postgres, run_redis, wait_for_port  # noqa: E402
 from vantum_client import CallClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -80,7 +80,9 @@ class Servers:
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
             "DJANGO_SECRET_KEY": "bench-only-secret-key",
-            "DATABASE_URL": self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": self.args.database_url
+            or (self.stack.enter_context(run_postgres()) if self.args.postgres else "")
+            or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
             "VANTUM_MAX_CALLS": "100000",
             "VANTUM_MAX_EVENTS_PER_SECOND": "1000",
         }
@@ -607,6 +609,7 @@ def main() -> None:
         p.add_argument("--open-loop", action="store_true", help="the issue's open-loop callers (barge-ins)")
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")
+        p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (SQLite otherwise)")
         p.add_argument("--engine", default="tone")
         p.add_argument("--ttft", type=float, default=0.3, help="fake model: seconds to the first token")
         p.add_argument("--tps", type=float, default=50.0, help="fake model: tokens per second")

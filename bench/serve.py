@@ -88,7 +88,7 @@ def application_from_environment():
     import django
 
     django.setup()
-    from calls import consumers, engines
+    from calls import engines, session
     from llm.chunking import SemanticChunker
     from llm.fake_openai import FakeOpenAI, FakeReply
     from llm.openai_adapter import OpenAIChatProvider
@@ -131,7 +131,7 @@ def application_from_environment():
                 text, self._spec_text = getattr(self, "_spec_text", ""), ""
                 return SemanticChunker.feed(self, text) + SemanticChunker.flush(self)
 
-        consumers.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
+        session.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
     return application
 
 

@@ -33,6 +33,7 @@ try:
     VANTUM_MAX_FRAME_BYTES = env_int("VANTUM_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
     VANTUM_MAX_EVENTS_PER_SECOND = env_int("VANTUM_MAX_EVENTS_PER_SECOND", 200, minimum=1)
     VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 100, minimum=10, maximum=100)
+    VANTUM_MAX_AUDIO_FRAME_MS = env_int("VANTUM_MAX_AUDIO_FRAME_MS", 500, minimum=10, maximum=1000)
     # daphne closes the socket on a message above its own cap; keep that cap above ours so
     # an oversized frame gets the protocol's error event and the call goes on.
     DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * VANTUM_MAX_FRAME_BYTES, 4 * 1024 * 1024)
@@ -73,6 +74,7 @@ try:
     TTS_OPENAI_BASE_URL = env_str("TTS_OPENAI_BASE_URL", "")
     TTS_OPENAI_API_KEY = env_str("TTS_OPENAI_API_KEY", "")
     TTS_OPENAI_MODEL = env_str("TTS_OPENAI_MODEL", "gpt-4o-mini-tts")
+    TTS_LOOKAHEAD_SECONDS = env_float("TTS_LOOKAHEAD_SECONDS", 2.0, minimum=0.5, maximum=60.0)
     CARTESIA_API_KEY = env_str("CARTESIA_API_KEY", "")
     CARTESIA_MODEL = env_str("CARTESIA_MODEL", "sonic-2")
     CARTESIA_VOICE_ID = env_str("CARTESIA_VOICE_ID", "")

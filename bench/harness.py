@@ -77,7 +77,7 @@ class Servers:
             "LOG_LEVEL": "ERROR",
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x7Qp2Lm9Zr4Tv8Nw1Ks6Hd3Jf5Gb0Yc",
             "DATABASE_URL": self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
             "VANTUM_MAX_CALLS": "100000",
             "VANTUM_MAX_EVENTS_PER_SECOND": "1000",

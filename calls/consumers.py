@@ -13,18 +13,18 @@ import logging
 import time
 import uuid
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.http.request import validate_host
 from django.utils import timezone
 
 from agents.selectors import llm_config_for_version
 from agents.services import prompt_version_ensure_initial
 from calls import live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, get_engines, get_session_registry
+from calls.origins import origin_allowed as _origin_allowed
 from calls.recorder import TranscriptRecorder
 from calls.speech_out import ReplySpeaker
 from llm.session import Conversation, QueueFullError
@@ -39,19 +39,6 @@ _active_calls: set[str] = set()
 
 def active_call_count() -> int:
     return len(_active_calls)
-
-
-def _origin_allowed(origin: str | None) -> bool:
-    """Browsers always send Origin; a missing one is a non-browser client (nothing to forge)."""
-    if not origin:
-        return True
-    allowed_origins = settings.VANTUM_ALLOWED_ORIGINS
-    if allowed_origins:
-        return "*" in allowed_origins or origin in allowed_origins
-    host = urlsplit(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS) or (
-        settings.DEBUG and host in {"localhost", "127.0.0.1", "::1"}
-    )
 
 
 class _RateLimiter:
@@ -82,7 +69,7 @@ class CallConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
         origin = headers.get(b"origin", b"").decode("latin-1") or None
-        if not _origin_allowed(origin):
+        if not _origin_allowed(origin, self.scope):
             logger.warning("call refused: origin %r not allowed", origin)
             telemetry.REJECTED_CALLS.labels("origin").inc()
             await self.close(code=4003)

@@ -44,6 +44,8 @@ Remember: You're having a phone conversation, so speak naturally and keep it bri
 DEFAULT_FALLBACK_TIER1 = "I apologize, can you repeat that?"
 DEFAULT_FALLBACK_TIER2 = "I'm experiencing technical difficulties. Please hold."
 DEFAULT_FALLBACK_TIER3 = "I apologize, I'm having connection issues. I'll have someone call you back."
+# Said once in a turn whose first token is late (LLM_HOLD_MESSAGE_AFTER), instead of silence.
+DEFAULT_HOLD_MESSAGE = "One moment."
 
 PROSPECT_FIELDS = ("name", "company", "industry")
 # Longest prospect value kept: a name or a company, not a paragraph of instructions.

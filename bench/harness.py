@@ -79,7 +79,7 @@ class Servers:
             "LOG_LEVEL": "ERROR",
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x7Qp2Lm9Zr4Tv8Nw1Ks6Hd3Jf5Gb0Yc",
             "DATABASE_URL": self.args.database_url
             or (self.stack.enter_context(run_postgres()) if self.args.postgres else "")
             or f"sqlite:///{self.workdir / 'bench.sqlite3'}",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -130,6 +130,8 @@ class CallAdmin(admin.ModelAdmin):
         return export_response(call_ids=queryset.values_list("pk", flat=True), fmt="json")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not str(object_id).isdecimal():  # "abc" is no call (not a server error)
+            raise Http404("No call has this id.")
         call = get_object_or_404(call_list(), pk=object_id)
         extra_context = {**(extra_context or {}), "transcript": call_transcript(call=call), "call": call}
         return super().change_view(request, object_id, form_url, extra_context)

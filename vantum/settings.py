@@ -76,6 +76,13 @@ try:
     VANTUM_RECORDER_MAX_PENDING = env_int("VANTUM_RECORDER_MAX_PENDING", 200, minimum=1)
     VANTUM_HEARTBEAT_SECONDS = env_float("VANTUM_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
     VANTUM_SHUTDOWN_SECONDS = env_float("VANTUM_SHUTDOWN_SECONDS", 10.0, minimum=1.0)
+
+    # --- per-client limits (calls/limits.py)
+    VANTUM_CLIENT_IP_HEADER = env_str("VANTUM_CLIENT_IP_HEADER", "")
+    VANTUM_MAX_CALLS_PER_ADDRESS = env_int("VANTUM_MAX_CALLS_PER_ADDRESS", 20, minimum=0)
+    VANTUM_MAX_TURNS_PER_MINUTE = env_int("VANTUM_MAX_TURNS_PER_MINUTE", 30, minimum=0)
+    VANTUM_MAX_BYTES_PER_SECOND = env_int("VANTUM_MAX_BYTES_PER_SECOND", 1024 * 1024, minimum=1024)
+    VANTUM_MAX_AUDIO_BUFFER_BYTES = env_int("VANTUM_MAX_AUDIO_BUFFER_BYTES", 128 * 1024 * 1024, minimum=0)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     if LOG_LEVEL not in logging.getLevelNamesMapping():
         raise EnvError("LOG_LEVEL", f"unknown level {LOG_LEVEL!r}")

@@ -112,6 +112,21 @@ try:
 
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
+    VANTUM_REDIS_MAX_CONNECTIONS = env_int("VANTUM_REDIS_MAX_CONNECTIONS", 64, minimum=2)
+    VANTUM_REDIS_POOL_TIMEOUT = env_float("VANTUM_REDIS_POOL_TIMEOUT", 5.0, minimum=0.1)
+
+    # --- outages, shutdowns and crashes (calls/recorder.py, calls/instances.py)
+    VANTUM_SPOOL_DIR = Path(env_str("VANTUM_SPOOL_DIR", "") or BASE_DIR / "var" / "spool")
+    VANTUM_SPOOL_AFTER_SECONDS = env_float("VANTUM_SPOOL_AFTER_SECONDS", 5.0, minimum=0.0)
+    VANTUM_RECORDER_MAX_PENDING = env_int("VANTUM_RECORDER_MAX_PENDING", 200, minimum=1)
+    VANTUM_HEARTBEAT_SECONDS = env_float("VANTUM_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+    VANTUM_SHUTDOWN_SECONDS = env_float("VANTUM_SHUTDOWN_SECONDS", 10.0, minimum=1.0)
+
+    # --- per-client limits (calls/limits.py)
+    VANTUM_MAX_CALLS_PER_ADDRESS = env_int("VANTUM_MAX_CALLS_PER_ADDRESS", 20, minimum=0)
+    VANTUM_MAX_TURNS_PER_MINUTE = env_int("VANTUM_MAX_TURNS_PER_MINUTE", 30, minimum=0)
+    VANTUM_MAX_BYTES_PER_SECOND = env_int("VANTUM_MAX_BYTES_PER_SECOND", 1024 * 1024, minimum=1024)
+    VANTUM_MAX_AUDIO_BUFFER_BYTES = env_int("VANTUM_MAX_AUDIO_BUFFER_BYTES", 128 * 1024 * 1024, minimum=0)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     if LOG_LEVEL not in logging.getLevelNamesMapping():
         raise EnvError("LOG_LEVEL", f"unknown level {LOG_LEVEL!r}")
@@ -230,9 +245,14 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, made to survive Redis outages and bursts (see calls/live.py).
+            "BACKEND": "calls.live.ResilientRedisChannelLayer",
             # redis-py 8 applies a socket timeout to blocking reads unless told not to.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "max_connections": VANTUM_REDIS_MAX_CONNECTIONS,
+                "pool_timeout": VANTUM_REDIS_POOL_TIMEOUT,
+            },
         }
     }
 else:

@@ -6,6 +6,7 @@ Plain synchronous functions; the consumer never calls them between a token and i
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from calls.models import Call, Message, Outcome, OutcomeSource, Role, TurnMetrics
+
+logger = logging.getLogger(__name__)
 
 METRIC_FIELDS = (
     "first_token_ms",
@@ -191,3 +194,51 @@ def call_settle_outcome(*, session_id: uuid.UUID, failed: bool = False) -> str:
         outcome=default, outcome_source=OutcomeSource.SYSTEM
     )
     return Call.objects.filter(session_id=session_id).values_list("outcome", flat=True).first() or ""
+
+
+def call_review(
+    *,
+    call: Call,
+    reviewer: Any | None,
+    rating: int | None,
+    note: str,
+    outcome: str | None = None,
+) -> Call:
+    """Store a reviewer's 1–5 rating and note; an ``outcome`` different from the stored one
+    is a staff correction (source ``staff``). Raises ``ValueError`` for a rating outside 1..5
+    or an unknown outcome, before anything is written."""
+    if rating is not None and not 1 <= rating <= 5:
+        raise ValueError("the rating must be between 1 and 5")
+    if outcome and outcome not in Outcome.values:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    with transaction.atomic():
+        call.rating = rating
+        call.review_note = note.strip()
+        call.reviewed_by = reviewer if reviewer is not None and reviewer.is_authenticated else None
+        call.reviewed_at = timezone.now()
+        fields = ["rating", "review_note", "reviewed_by", "reviewed_at"]
+        if outcome and outcome != call.outcome:
+            call.outcome, call.outcome_source = outcome, OutcomeSource.STAFF
+            fields += ["outcome", "outcome_source"]
+        call.save(update_fields=fields)
+    return call
+
+
+def call_attach_recording(*, session_id: uuid.UUID, name: str, seconds: float) -> bool:
+    """Point the call at its stored recording (a name in the default file storage)."""
+    return Call.objects.filter(session_id=session_id).update(recording=name, recording_seconds=seconds) > 0
+
+
+def call_delete_recordings(*, calls: Any) -> int:
+    """Delete the recording files of ``calls`` (a queryset) from storage; returns how many.
+    A file already gone is not an error (retention must not stop on one missing file)."""
+    from django.core.files.storage import default_storage
+
+    deleted = 0
+    for name in calls.exclude(recording="").values_list("recording", flat=True).iterator():
+        try:
+            default_storage.delete(name)
+            deleted += 1
+        except OSError:
+            logger.warning("recording %s could not be deleted", name, exc_info=True)
+    return deleted

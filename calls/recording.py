@@ -24,6 +24,7 @@ import uuid
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -204,3 +205,28 @@ def recording_for_call(*, session_id: uuid.UUID | str) -> CallRecording | None:
         rate=settings.CALL_RECORDING_RATE,
         max_seconds=settings.CALL_RECORDING_MAX_SECONDS,
     )
+
+
+class AgentAudioTap:
+    """A ``CallPort`` that forwards everything to the transport's port and also feeds the
+    agent's audio to the call's recording (and cuts it where the caller barged in)."""
+
+    def __init__(self, port: Any, recording: CallRecording) -> None:
+        self._port = port
+        self._recording = recording
+
+    async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
+        self._recording.add_agent(pcm, sample_rate)
+        await self._port.response_audio(utterance_id, pcm, sample_rate)
+
+    async def response_stop(self, utterance_id: str) -> None:
+        self._recording.agent_interrupted()
+        await self._port.response_stop(utterance_id)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._port, name)
+
+
+def record_agent_audio(port: Any, recording: CallRecording | None) -> Any:
+    """``port`` itself when the call is not recorded, else a tap on its agent audio."""
+    return port if recording is None else AgentAudioTap(port, recording)

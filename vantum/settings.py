@@ -109,6 +109,20 @@ try:
     # --- admin login throttle (django-axes): per user name and address, never for ever
     ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
     ADMIN_LOGIN_COOLOFF_MINUTES = env_float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.01)
+    # --- recordings, end-of-call webhook (issue 12)
+    CALL_RECORDINGS = env_bool("CALL_RECORDINGS", True)
+    CALL_RECORDING_RATE = env_int("CALL_RECORDING_RATE", 16000, minimum=8000, maximum=48000)
+    CALL_RECORDING_MAX_SECONDS = env_int("CALL_RECORDING_MAX_SECONDS", 3600, minimum=10)
+    MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+    CALL_WEBHOOK_URL = env_str("CALL_WEBHOOK_URL", "")
+    CALL_WEBHOOK_SECRET = env_str("CALL_WEBHOOK_SECRET", "")
+    CALL_WEBHOOK_TIMEOUT = env_float("CALL_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+    CALL_WEBHOOK_RETRIES = env_int("CALL_WEBHOOK_RETRIES", 4, minimum=0, maximum=20)
+    VANTUM_PUBLIC_URL = env_str("VANTUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise EnvError("CALL_WEBHOOK_URL", "must be an http:// or https:// URL")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_SECRET:
+        raise EnvError("CALL_WEBHOOK_SECRET", "must be set when CALL_WEBHOOK_URL is set (reports are signed)")
 
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
@@ -301,5 +315,12 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # one line per model request is noise on a call server
+        # Django's default config gives "django" its own console handler, and the record then
+        # propagates to ours too: every django.* line was printed twice. No handler of its own.
+        "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# Call recordings (and any other upload) go through the default storage: a local folder.
+# Never served at a public URL: staff play them through an admin view that checks permissions.
+MEDIA_URL = "media/"

@@ -34,6 +34,7 @@ class ReplyChunk:
     is_fallback: bool = False
     audio_sent: bool = False
     failed: bool = False
+    is_hold: bool = False  # the "one moment" said while the first token was late
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ async def stream_reply(
         reply.stream_ended_at = time.monotonic()
         if reply.error is None:
             _enqueue(reply, queue, chunker.flush())
-            if not reply.chunks:
+            if all(chunk.is_hold for chunk in reply.chunks):
                 reply.error = ProviderError(ErrorKind.UNKNOWN, "the model returned an empty completion")
         queue.put_nowait(_END)
         await speaker
@@ -153,7 +154,34 @@ class _Reading:
     call_id: str
 
 
+def _schedule_hold_message(reading: _Reading) -> asyncio.TimerHandle | None:
+    """Once per reply: if no token has come ``hold_message_after`` seconds into reading
+    (a slow model, a retry's wait), the caller hears ``hold_message`` rather than silence.
+    It is a chunk of the reply like any other (spoken in order, stored), never a token."""
+    config, reply = reading.config, reading.reply
+    if not config.hold_message or config.hold_message_after <= 0:
+        return None
+
+    def say_hold() -> None:
+        if reply.first_token_at is None and not reply.chunks:
+            chunk = ReplyChunk(index=0, text=config.hold_message, is_hold=True)
+            reply.chunks.append(chunk)
+            reading.queue.put_nowait(chunk)
+            logger.info("call=%s first token late: holding", reading.call_id)
+
+    return asyncio.get_running_loop().call_later(config.hold_message_after, say_hold)
+
+
 async def _read_with_retries(reading: _Reading) -> None:
+    hold = _schedule_hold_message(reading)
+    try:
+        await _read_attempts(reading)
+    finally:
+        if hold is not None:
+            hold.cancel()
+
+
+async def _read_attempts(reading: _Reading) -> None:
     reply, config = reading.reply, reading.config
     attempt = 0
     while True:
@@ -176,7 +204,8 @@ async def _read_with_retries(reading: _Reading) -> None:
             delays = config.retry_delays or (0.0,)
             delay = delays[min(attempt, len(delays) - 1)]
             if error.retry_after is not None:
-                delay = max(delay, error.retry_after)
+                # Honour the server, but a caller on the line waits a few seconds at most.
+                delay = min(max(delay, error.retry_after), max(delay, config.retry_after_max))
             attempt += 1
             reply.retries = attempt
             await asyncio.sleep(delay)

@@ -50,9 +50,7 @@ def main(seconds: float = 60.0) -> None:
     print(f"audio simulated: {seconds:.0f} s each way")
     in_ms, out_ms = inbound_cpu / seconds * 1000, outbound_cpu / seconds * 1000
     print(f"caller side (JSON+base64 parse, μ-law decode, 8->16 kHz): {in_ms:.3f} ms CPU per call-second")
-    print(
-        f"agent side (22.05->8 kHz, μ-law encode, 20 ms frames, JSON+base64): {out_ms:.3f} ms CPU per call-second"
-    )
+    print(f"agent side (22.05->8 kHz, μ-law, 20 ms frames, JSON+base64): {out_ms:.3f} ms CPU per call-second")
     share = per_call_second * 100
     print(f"total: {per_call_second * 1000:.3f} ms CPU per call-second = {share:.2f} % of a core per call")
     print(f"calls one core could convert (audio work only, both sides talking): {1 / per_call_second:.0f}")

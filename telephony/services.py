@@ -444,7 +444,13 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
             )
             if lead is None:
                 continue
-            phone_call = lead.phone_calls.filter(call_sid__isnull=True).order_by("-created_at").first()
+            phone_call = lead.phone_calls.order_by("-created_at").first()
+            if phone_call is not None and phone_call.call_sid:
+                # A webhook or status callback already told us Twilio has the call.
+                lead.state = LeadState.IN_CALL
+                lead.save(update_fields=["state"])
+                settled += 1
+                continue
             try:
                 sids = twilio_client.calls_to_since(to=lead.prospect.phone, since=lead.claimed_at)
             except twilio_client.TwilioCallError as error:
@@ -454,8 +460,6 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
             unknown = [sid for sid in sids if sid not in known]
             if unknown and phone_call is not None:
                 PhoneCall.objects.filter(pk=phone_call.pk).update(call_sid=unknown[0], status="initiated")
-                lead.state = LeadState.IN_CALL
-            elif sids:
                 lead.state = LeadState.IN_CALL
             else:
                 if phone_call is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llm import prompts
-from vantum.env import EnvError, env_float, env_int, env_str
+from vantum.env import EnvError, env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,12 @@ class LLMConfig:
     cleanup_interval: float = 300.0
     max_messages: int = 0
     max_context_tokens: int = 0
+    # Tools (function calling): offered when the call layer registers some and this is on.
+    tools_enabled: bool = True
+    max_tool_rounds: int = 3
+    tool_timeout: float = 10.0
+    # Tier 3 is the spec's "graceful exit": after its message the call ends.
+    tier3_ends_call: bool = True
 
     @property
     def demo_mode(self) -> bool:
@@ -114,4 +120,8 @@ def llm_config_from_env() -> LLMConfig:
         cleanup_interval=_ms("LLM_CLEANUP_INTERVAL", 300000),
         max_messages=env_int("LLM_MAX_MESSAGES", 0, minimum=0),
         max_context_tokens=env_int("LLM_MAX_CONTEXT_TOKENS", 0, minimum=0),
+        tools_enabled=env_bool("LLM_TOOLS_ENABLED", True),
+        max_tool_rounds=env_int("LLM_MAX_TOOL_ROUNDS", 3, minimum=0, maximum=10),
+        tool_timeout=_ms("LLM_TOOL_TIMEOUT", 10000),
+        tier3_ends_call=env_bool("LLM_FALLBACK_TIER3_ENDS_CALL", True),
     )

@@ -16,6 +16,7 @@ import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx2
 import openai
@@ -144,7 +145,13 @@ class OpenAIChatProvider:
         return f"{what} at {self.base_url or OPENAI_BASE_URL}"
 
     async def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self,
+        *,
+        messages: Sequence[dict[str, Any]],
+        params: ModelParams,
+        call_id: str,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[ChatDelta]:
         """Yield text deltas as the model writes, then one usage delta.
 
@@ -153,6 +160,9 @@ class OpenAIChatProvider:
         Cancelling the consumer, or closing this generator, closes the HTTP stream.
         """
         logger.debug("call=%s chat request: model=%s messages=%d", call_id, params.model, len(messages))
+        offered: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        if tools and tool_choice:
+            offered["tool_choice"] = tool_choice
         try:
             stream = await self._client.chat.completions.create(
                 model=params.model,
@@ -164,6 +174,7 @@ class OpenAIChatProvider:
                 presence_penalty=params.presence_penalty,
                 stream=True,
                 stream_options={"include_usage": True},
+                **offered,
             )
         except Exception as error:
             classified = classify_error(error)
@@ -187,6 +198,9 @@ class OpenAIChatProvider:
                         finish_reason = choice.finish_reason or finish_reason
                         if choice.delta.content:
                             yield ChatDelta(text=choice.delta.content)
+                        if choice.delta.tool_calls:
+                            raw = [call.model_dump(exclude_none=True) for call in choice.delta.tool_calls]
+                            yield ChatDelta(tool_calls=raw, finish_reason=choice.finish_reason)
         except Exception as error:
             classified = classify_error(error)
             logger.warning("call=%s chat stream broke (%s): %s", call_id, classified.kind, classified.message)

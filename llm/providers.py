@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from llm.config import ModelParams
 
@@ -57,11 +57,18 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChatDelta:
-    """One streamed piece: text content, and/or the usage that ends an OpenAI stream."""
+    """One streamed piece: text content, and/or the usage that ends an OpenAI stream.
+
+    ``tool_calls`` is the raw ``delta.tool_calls`` list (dicts with ``index``, and in
+    pieces ``id``, ``function.name`` and ``function.arguments``); ``finish_reason`` the
+    choice's, when the model said why it stopped.
+    """
 
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
 
 
 class ChatProvider(Protocol):
@@ -70,6 +77,8 @@ class ChatProvider(Protocol):
     ``stream_chat`` returns an async iterator that yields deltas as the model writes
     them. It raises ``ProviderError`` (from the call or from the iteration) for every
     failure; cancelling the consuming task closes the underlying HTTP stream.
+    ``tools`` (OpenAI function schemas) and ``tool_choice`` are passed only when the
+    conversation offers tools, so a provider without tool support needs neither.
     """
 
     name: str

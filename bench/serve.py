@@ -47,7 +47,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from calls import consumers, engines
+    from calls import engines, session
     from llm.chunking import SemanticChunker
     from llm.fake_openai import FakeOpenAI, FakeReply
     from llm.openai_adapter import OpenAIChatProvider
@@ -90,7 +90,7 @@ def main() -> None:
                 text, self._spec_text = getattr(self, "_spec_text", ""), ""
                 return SemanticChunker.feed(self, text) + SemanticChunker.flush(self)
 
-        consumers.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
+        session.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
 
     if args.server == "uvicorn":
         import uvicorn

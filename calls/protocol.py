@@ -30,6 +30,7 @@ RESPONSE_STOP = "voicechat.response.stop"
 RESPONSE_TEXT = "voicechat.response.text"
 TRANSCRIPT_USER = "voicechat.transcript.user"
 VOICECHAT_ERROR = "voicechat.error"
+CALL_ENDED = "voicechat.call.ended"
 UNKNOWN_REQUEST = "error.unknown"
 
 MIN_SAMPLING_RATE = 8000
@@ -263,3 +264,10 @@ def encode_voicechat_error(session_id: str, error_type: str, message: str, retry
         session_id,
         {"errorType": error_type, "message": message, "retryable": retryable},
     )
+
+
+def encode_call_ended(session_id: str, reason: str, message: str | None = None) -> bytes:
+    payload: dict[str, Any] = {"reason": reason}
+    if message:
+        payload["message"] = message
+    return _frame(CALL_ENDED, new_id(), session_id, payload)

@@ -1,18 +1,18 @@
-"""The speech sink of one assistant reply: text -> speech -> framed PCM on the socket.
+"""The speech sink of one assistant reply: text -> speech -> framed PCM to the call's port.
 
-One ``ReplySpeaker`` per reply (one ``utteranceId``). It sends ``response.start`` before
-the first chunk, ``response.text`` for each chunk as it goes to speech, the chunk's audio in
-frames of at most ``frame_ms``, and ``voicechat.error`` when synthesis of a chunk fails (the
-reply goes on with the next chunk).
+One ``ReplySpeaker`` per reply (one ``utteranceId``). It announces the reply before the
+first chunk (``response_start``), each chunk's text as it goes to speech, the chunk's audio
+in frames of at most ``frame_ms``, and a speech error when synthesis of a chunk fails (the
+reply goes on with the next chunk). The port turns these into the transport's wire format.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from calls import protocol
 from calls.telemetry import SPEECH_FAILURES
 from llm.turn import ReplyChunk
 from tts.base import SpeechEngine, SpeechError
@@ -21,7 +21,9 @@ from tts.text_cleaning import clean_for_speech
 
 logger = logging.getLogger(__name__)
 
-SendBytes = Callable[[bytes], Awaitable[None]]
+if TYPE_CHECKING:
+    from calls.session import CallPort
+
 OnChunk = Callable[[ReplyChunk], None]
 
 
@@ -29,20 +31,20 @@ class ReplySpeaker:
     def __init__(
         self,
         *,
-        session_id: str,
+        call_id: str,
         utterance_id: str,
         engine: SpeechEngine,
         voice_id: str,
-        send: SendBytes,
+        port: CallPort,
         frame_ms: int,
         max_frame_bytes: int,
         on_chunk: OnChunk | None = None,
     ) -> None:
-        self.session_id = session_id
+        self.call_id = call_id
         self.utterance_id = utterance_id
         self.engine = engine
         self.voice_id = voice_id
-        self.send = send
+        self.port = port
         self.frame_ms = frame_ms
         self.max_frame_bytes = max_frame_bytes
         self.on_chunk = on_chunk
@@ -52,9 +54,7 @@ class ReplySpeaker:
 
     async def speak(self, chunk: ReplyChunk) -> None:
         await self._ensure_started()
-        await self.send(
-            protocol.encode_response_text(self.session_id, self.utterance_id, chunk.index, chunk.text)
-        )
+        await self.port.response_text(self.utterance_id, chunk.index, chunk.text)
         if self.on_chunk is not None:
             self.on_chunk(chunk)
         spoken_text = clean_for_speech(chunk.text)
@@ -71,22 +71,16 @@ class ReplySpeaker:
         except SpeechError as error:
             chunk.failed = True
             SPEECH_FAILURES.inc()
-            logger.warning("call=%s speech failed for chunk %d: %s", self.session_id, chunk.index, error)
-            await self.send(
-                protocol.encode_voicechat_error(
-                    self.session_id, "tts", f"Could not speak part of the reply: {error}", True
-                )
-            )
+            logger.warning("call=%s speech failed for chunk %d: %s", self.call_id, chunk.index, error)
+            await self.port.speech_error("tts", f"Could not speak part of the reply: {error}", True)
 
     async def _ensure_started(self) -> None:
         if not self.started:
             self.started = True
-            await self.send(protocol.encode_response_start(self.session_id, self.utterance_id))
+            await self.port.response_start(self.utterance_id)
 
     async def _send_audio(self, chunk: ReplyChunk, frame: bytes, sample_rate: int) -> None:
-        await self.send(
-            protocol.encode_response_chunk(self.session_id, self.utterance_id, frame, sample_rate)
-        )
+        await self.port.response_audio(self.utterance_id, frame, sample_rate)
         self.audio_seconds += len(frame) / (2 * sample_rate)
         if not chunk.audio_sent:
             chunk.audio_sent = True

@@ -358,6 +358,8 @@ async def test_staff_can_end_a_call_through_the_channel_layer(use_engines):
     await live.request_call_end(session_id=caller.session_id)
     events = await caller.until("<closed>", timeout=1.0)
     assert "voicechat.response.stop" in types(events)
+    assert events[-2]["eventType"] == "voicechat.call.ended"
+    assert events[-2]["payload"] == {"reason": "staff_ended"}
     assert events[-1] == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     call = await stored_call(caller.session_id)
@@ -441,6 +443,8 @@ async def test_idle_and_over_long_calls_are_ended_by_the_cleanup(use_engines, fr
     else:
         conversation.created_at -= fresh_registry.config.session_max_duration + 1
     assert await fresh_registry.sweep() == [(caller.session_id, reason)]
-    assert (await caller.receive())["eventType"] == "<closed>"
+    ended = await caller.receive()
+    assert (ended["eventType"], ended["payload"]) == ("voicechat.call.ended", {"reason": reason})
+    assert (await caller.receive()) == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     assert (await stored_call(caller.session_id)).end_reason == reason

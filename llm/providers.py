@@ -84,5 +84,11 @@ class ChatProvider(Protocol):
     name: str
 
     def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self,
+        *,
+        messages: Sequence[dict[str, Any]],
+        params: ModelParams,
+        call_id: str,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[ChatDelta]: ...

@@ -26,7 +26,12 @@ DEFAULT_GOODBYE = "Thank you for your time today. Goodbye!"
 
 class ToolError(Exception):
     """A tool refusing its input (a past time, a taken slot). The message goes to the model,
-    so it must say what was wrong in words the model can repeat to the caller."""
+    so it must say what was wrong in words the model can repeat to the caller; ``data``
+    (optional) adds fields it can act on, e.g. ``{"next_free_start": "..."}``."""
+
+    def __init__(self, message: str, *, data: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.data = data or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +57,8 @@ class ToolResult:
         return cls(ok=True, content=json.dumps({"ok": True, **data}), ends_call=ends_call)
 
     @classmethod
-    def failure(cls, message: str) -> ToolResult:
-        return cls(ok=False, content=json.dumps({"ok": False, "error": message}))
+    def failure(cls, message: str, data: dict[str, Any] | None = None) -> ToolResult:
+        return cls(ok=False, content=json.dumps({"ok": False, "error": message, **(data or {})}))
 
 
 # A tool's handler: ``await handler(context, **arguments)``; it returns the data for the
@@ -123,7 +128,7 @@ class ToolRegistry:
                 outcome = await tool.handler(context, **parsed)
         except ToolError as error:
             logger.info("call=%s tool %s refused: %s", context.call_id, name, error)
-            return ToolResult.failure(str(error))
+            return ToolResult.failure(str(error), error.data)
         except TimeoutError:
             logger.warning("call=%s tool %s took longer than %gs", context.call_id, name, self.timeout)
             return ToolResult.failure(f"{name} did not finish in time; it may not have been done.")

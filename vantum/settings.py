@@ -11,6 +11,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bookings.hours import parse_working_hours
 from llm.config import llm_config_from_env
 from vantum.env import EnvError, env_bool, env_float, env_int, env_list, env_str
 
@@ -65,6 +66,14 @@ try:
     # --- metrics endpoint
     METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
+    # --- bookings (the agent's book_meeting / schedule_callback tools)
+    BOOKING_TIMEZONE = env_str("BOOKING_TIMEZONE", "UTC")
+    BOOKING_WORKING_HOURS = env_str("BOOKING_WORKING_HOURS", "09:00-17:00")
+    BOOKING_WORKING_DAYS = env_list("BOOKING_WORKING_DAYS", ("mon", "tue", "wed", "thu", "fri"))
+    BOOKING_HOURS = parse_working_hours(
+        timezone=BOOKING_TIMEZONE, hours=BOOKING_WORKING_HOURS, days=BOOKING_WORKING_DAYS
+    )
+
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
@@ -84,6 +93,7 @@ INSTALLED_APPS = [
     "channels",
     "agents",
     "calls",
+    "bookings",
 ]
 
 MIDDLEWARE = [

@@ -101,6 +101,9 @@ class ToolRegistry:
     def __contains__(self, name: object) -> bool:
         return name in self._tools
 
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
     @property
     def names(self) -> list[str]:
         return list(self._tools)

@@ -253,3 +253,42 @@ def test_admin_lists_meetings_and_callbacks_with_a_link_to_their_call(admin_clie
     assert "ana@example.com" in meetings and call_url in meetings
     assert "budget" in callbacks and call_url in callbacks
     assert Callback.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_call_view_shows_each_tool_call_with_its_arguments_and_result(admin_client):
+    session_id = _call()
+    call_services.message_record_assistant(
+        session_id=session_id,
+        seq=2,
+        text="You're booked.",
+        raw_text="You're booked.",
+        chunks=[{"index": 0, "text": "You're booked.", "spoken": True, "fallback": False}],
+        interrupted=False,
+        fallback_tier=None,
+        error_kind="",
+        utterance_id="u1",
+        created_at=timezone.now(),
+        metrics={},
+        tool_calls=[
+            {
+                "id": "c1",
+                "name": "book_meeting",
+                "arguments": '{"start": "x"}',
+                "ok": False,
+                "result": '{"error": "taken"}',
+            },
+            {
+                "id": "c2",
+                "name": "book_meeting",
+                "arguments": '{"start": "y"}',
+                "ok": True,
+                "result": '{"ok": true}',
+            },
+        ],
+    )
+    call = Call.objects.get(session_id=session_id)
+    page = admin_client.get(f"/admin/calls/call/{call.pk}/change/").content.decode()
+    assert page.count('data-testid="tool-call"') == 2
+    assert "book_meeting · refused" in page and "book_meeting · done" in page
+    assert "{&quot;start&quot;: &quot;y&quot;}" in page

@@ -89,7 +89,7 @@ _SLOTS = (
 )
 _CALLBACK = re.compile(r"\b(call me back|call back|call later|another time|later)\b", re.I)
 _NOT_INTERESTED = _RULES[1][0]
-_GOODBYE = _RULES[3][0]
+_GOODBYE_RULE = 3
 
 
 def _next_weekday_at(weekday: int, hour: int, today: dt.date) -> str:
@@ -195,9 +195,14 @@ def demo_reply(body: dict[str, Any], *, today: dt.date | None = None) -> FakeRep
                 FakeToolCall("schedule_callback", {"when": when, "reason": "Asked to be called back"})
             ],
         )
-    if "end_call" in offered and _GOODBYE.search(last_user):
+    # Only when "bye"/"thanks" is what the caller's words are about (the first rule that
+    # matches, as for the spoken reply): "thanks, what does it cost?" asks about pricing.
+    first_rule = next((n for n, (pattern, _) in enumerate(_RULES) if pattern.search(last_user)), None)
+    if "end_call" in offered and first_rule == _GOODBYE_RULE:
         outcome = "meeting_booked" if _booked_in(messages) else "no_decision"
-        return FakeReply(text=_RULES[3][1], tool_calls=[FakeToolCall("end_call", {"outcome": outcome})])
+        return FakeReply(
+            text=_RULES[_GOODBYE_RULE][1], tool_calls=[FakeToolCall("end_call", {"outcome": outcome})]
+        )
     return FakeReply(text=demo_reply_text(messages))
 
 

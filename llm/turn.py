@@ -243,7 +243,13 @@ class _Rounds:
                 reading.tools = offered.schemas()
                 reading.tool_choice = "none" if last else None
             round_start = len(reply.chunks)
+            used = (reply.prompt_tokens, reply.completion_tokens)
+            if number:
+                reply.prompt_tokens = reply.completion_tokens = None
             await _read_with_retries(reading)
+            if number:  # the usage of every round counts
+                reply.prompt_tokens = _add(used[0], reply.prompt_tokens)
+                reply.completion_tokens = _add(used[1], reply.completion_tokens)
             if reply.error is not None:
                 return
             # Flushed now, not at the end: the caller hears "let me check" while the tool runs.
@@ -272,6 +278,10 @@ class _Rounds:
             entries = [call.request_entry() for call in calls]
             history.append({"role": "assistant", "content": said or None, "tool_calls": entries})
             history.extend(call.result_message() for call in calls)
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a + (b or 0)
 
 
 async def _run_tool_calls(calls: list[ToolCall], tools: ToolRegistry, context: ToolContext) -> None:

@@ -150,6 +150,11 @@ def test_with_tools_the_demo_ends_the_call_with_the_goodbye_in_the_same_reply():
     assert reply.tool_calls[0].arguments == {"outcome": "meeting_booked"}
 
 
+def test_thanks_in_a_question_does_not_end_the_demo_call():
+    reply = demo_reply(_body("Thanks! How much does it cost?"))
+    assert reply.tool_calls == [] and reply.text.startswith("Great question.")
+
+
 def test_without_tools_or_with_tool_choice_none_the_demo_only_talks():
     assert demo_reply(_body("Tuesday", tools=None)).tool_calls == []
     assert demo_reply({**_body("not interested"), "tool_choice": "none"}).tool_calls == []

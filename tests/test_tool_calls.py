@@ -132,8 +132,12 @@ BOOK = {"start": "2030-01-08T10:00", "duration_minutes": 30}
 
 async def test_a_tool_call_split_across_many_deltas_runs_once_with_the_whole_arguments():
     fake, conversation, desk = _setup(
-        FakeReply(tool_calls=[FakeToolCall("book_meeting", BOOK, id="call_abc", piece=2)]),
-        FakeReply(text="You're booked for Tuesday at ten."),
+        FakeReply(
+            tool_calls=[FakeToolCall("book_meeting", BOOK, id="call_abc", piece=2)],
+            prompt_tokens=100,
+            completion_tokens=7,
+        ),
+        FakeReply(text="You're booked for Tuesday at ten.", prompt_tokens=150, completion_tokens=9),
     )
     seen = _count_tool_deltas(conversation)
     sink = RecordingSink()
@@ -165,6 +169,7 @@ async def test_a_tool_call_split_across_many_deltas_runs_once_with_the_whole_arg
         "call": "call-t",
     }
     assert [c.record()["name"] for c in reply.tool_calls] == ["book_meeting"]
+    assert (reply.prompt_tokens, reply.completion_tokens) == (250, 16)  # both rounds count
 
 
 async def test_two_tool_calls_in_one_reply_run_in_order_and_both_results_go_back():

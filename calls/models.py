@@ -17,6 +17,7 @@ class EndReason(models.TextChoices):
     SERVER = "server_shutdown", "Server shut down"
     LOST = "server_lost", "Server process lost (crash)"
     ERROR = "error", "Error"
+    AGENT = "agent_ended", "Ended by the agent"
 
 
 class Outcome(models.TextChoices):
@@ -103,6 +104,8 @@ class Message(models.Model):
     fallback_tier = models.PositiveSmallIntegerField(null=True, blank=True)
     error_kind = models.CharField(max_length=32, blank=True)
     utterance_id = models.CharField(max_length=64, blank=True)
+    # The model's tool calls in this reply: [{"id", "name", "arguments", "ok", "result"}].
+    tool_calls = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:

@@ -157,6 +157,7 @@ def message_record_assistant(
     utterance_id: str,
     created_at: datetime,
     metrics: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Message:
     """Store one assistant turn and its metrics. Idempotent per (call, seq), so a retried
     write after a lost acknowledgement does not duplicate the turn."""
@@ -173,6 +174,7 @@ def message_record_assistant(
             "error_kind": error_kind,
             "utterance_id": utterance_id,
             "created_at": created_at,
+            "tool_calls": tool_calls or [],
         },
     )
     values = {name: metrics.get(name) for name in METRIC_FIELDS if name in metrics}

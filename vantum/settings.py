@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bookings.hours import parse_working_hours
 from llm.config import llm_config_from_env
 from vantum.client_address import FORWARDING_HEADERS, parse_networks
 from vantum.env import (
@@ -123,6 +124,13 @@ try:
         raise EnvError("CALL_WEBHOOK_URL", "must be an http:// or https:// URL")
     if CALL_WEBHOOK_URL and not CALL_WEBHOOK_SECRET:
         raise EnvError("CALL_WEBHOOK_SECRET", "must be set when CALL_WEBHOOK_URL is set (reports are signed)")
+    # --- bookings (the agent's book_meeting / schedule_callback tools)
+    BOOKING_TIMEZONE = env_str("BOOKING_TIMEZONE", "UTC")
+    BOOKING_WORKING_HOURS = env_str("BOOKING_WORKING_HOURS", "09:00-17:00")
+    BOOKING_WORKING_DAYS = env_list("BOOKING_WORKING_DAYS", ("mon", "tue", "wed", "thu", "fri"))
+    BOOKING_HOURS = parse_working_hours(
+        timezone=BOOKING_TIMEZONE, hours=BOOKING_WORKING_HOURS, days=BOOKING_WORKING_DAYS
+    )
     # --- telephony: Twilio Media Streams, outbound dialing (telephony/)
     TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID", "")
     TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN", "")
@@ -208,6 +216,7 @@ INSTALLED_APPS = [
     "agents",
     "calls",
     "axes",
+    "bookings",
     "telephony",
 ]
 

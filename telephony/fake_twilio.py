@@ -15,6 +15,7 @@ import itertools
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -56,6 +57,7 @@ class FakeTwilio:
         self.calls: dict[str, FakeCall] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.hangups: list[str] = []
+        self.hangup_times: list[float] = []  # time.monotonic() of each hang-up request
         self.refuse_next = 0
         self.drop_after_create_next = 0
         self._sids = itertools.count(1)
@@ -130,6 +132,7 @@ class FakeTwilio:
                 if params.get("Status") == "completed":
                     call.status = "completed"
                     self.hangups.append(call.sid)
+                    self.hangup_times.append(time.monotonic())
                 resource = call.resource(match["account"])
             return self._reply(handler, 200, resource)
         return self._reply(handler, 404, {"code": 20404, "message": "Not found", "status": 404})

@@ -75,6 +75,7 @@ class PhoneLeg:
     received: list[dict[str, Any]] = field(default_factory=list)
     played: bytearray = field(default_factory=bytearray)
     marks_acked: list[str] = field(default_factory=list)
+    mark_times: list[float] = field(default_factory=list)  # time.monotonic() of each echo
     clears: int = 0
     closed_code: int | None = None
     _queue: list[_Queued] = field(default_factory=list)
@@ -130,6 +131,7 @@ class PhoneLeg:
             item = self._queue.pop(0)
             if item.kind == "mark":
                 self.marks_acked.append(item.value)
+                self.mark_times.append(time.monotonic())
                 await self._send(
                     {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": item.value}}
                 )

@@ -15,7 +15,7 @@ from calls import live
 from telephony import services
 from telephony.fake_twilio import FakeTwilio
 from telephony.models import Campaign, DoNotCall, Lead, PhoneCall, Prospect
-from telephony.testing import TwilioSimulator
+from telephony.testing import TwilioSimulator, caller_speech
 from tests.support import BeepEngine, CannedTranscriber, Script, ScriptedProvider, tokens_of
 
 TOKEN = "test-auth-token"
@@ -259,3 +259,50 @@ async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(
     phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
     assert phone_call.end_reason == "staff_ended"
     assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_agent_end_call_do_not_call_hangs_up_after_the_goodbye_played_and_lists_the_number(
+    fake_twilio, use_engines
+):
+    from llm.fake_openai import FakeOpenAI, FakeReply, FakeToolCall
+    from llm.openai_adapter import OpenAIChatProvider
+
+    model = FakeOpenAI()
+    model.script(
+        FakeReply(
+            text="Understood, I will not call again. ||BREAK|| Goodbye!",
+            tool_calls=[
+                FakeToolCall("end_call", {"outcome": "do_not_call", "summary": "Asked to be removed"})
+            ],
+        )
+    )
+    use_engines(
+        chat=OpenAIChatProvider(api_key="sk-test", http_client=model.http_client()),
+        speech=BeepEngine(),
+        transcriber=CannedTranscriber("Please never call me again."),
+    )
+    campaign = await database_sync_to_async(_campaign)(**ALL_DAY)
+    await database_sync_to_async(_lead)(campaign, "+12125550191", name="Rae")
+    [placed] = await database_sync_to_async(_dial)(campaign, datetime.now(UTC))
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    _, stream = await twilio.answer(
+        call_sid=placed.call_sid, direction="outbound-api", to="+12125550191", attempt=str(placed.public_id)
+    )
+    _, leg = await twilio.open_stream(stream, call_sid=placed.call_sid, speed=20.0)
+    await leg.start(stream.parameters)
+    await leg.until_quiet()  # the opener
+    leg.speed = 4.0  # the goodbye plays slower than it is sent: the hang-up must wait for it
+    await leg.say(caller_speech(0.6))
+    await leg.silence(0.8)
+    assert await leg.until_closed(timeout=20) == 1000
+    await leg.hang_up()
+
+    assert fake_twilio.hangups == [placed.call_sid]
+    assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
+    assert fake_twilio.hangup_times[0] >= max(leg.mark_times)  # after the goodbye's last mark
+    assert leg.clears == 0  # the goodbye was not cut
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    assert (phone_call.end_reason, phone_call.outcome) == ("agent_ended", "do_not_call")
+    entry = await database_sync_to_async(DoNotCall.objects.get)(phone="+12125550191")
+    assert entry.source == "agent"

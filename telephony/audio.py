@@ -135,6 +135,10 @@ class PhoneOutbound:
             self._pending += self.SILENCE * (FRAME_BYTES - len(self._pending) % FRAME_BYTES)
         return self._take_frames()
 
+    def pending_seconds(self) -> float:
+        """Audio converted but held until a whole frame is ready."""
+        return len(self._pending) / PHONE_RATE
+
     def _take_frames(self) -> list[bytes]:
         whole = len(self._pending) - len(self._pending) % FRAME_BYTES
         frames = [bytes(self._pending[i : i + FRAME_BYTES]) for i in range(0, whole, FRAME_BYTES)]

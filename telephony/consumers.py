@@ -145,7 +145,12 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             return
         self.start_timer.cancel()
         self.phone_call = phone_call
-        self.port = TwilioPort(stream_sid=event.stream_sid, send_text=self._send_text, on_close=self._finish)
+        self.port = TwilioPort(
+            stream_sid=event.stream_sid,
+            send_text=self._send_text,
+            on_close=self._finish,
+            on_cleared=self._keep_heard,
+        )
         session = CallSession(port=self.port, transport="twilio")
         self.port.call_id = session.session_id
         await session.start()
@@ -207,6 +212,28 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         self.session.recorder.record(
             services.phone_call_record_dtmf, phone_call_id=self.phone_call.pk, digit=event.digit
         )
+
+    def _keep_heard(self, utterance_id: str, heard: list[int]) -> None:
+        """After a barge-in, store only what Twilio reported played. When the reply is still
+        being produced the clear comes from inside its turn: correct after that turn has
+        recorded the reply (the recorder runs writes in order)."""
+        session = self.session
+        if session is None:
+            return
+
+        def record(_: object = None) -> None:
+            session.recorder.record(
+                services.message_keep_heard,
+                session_id=session.call_uuid,
+                utterance_id=utterance_id,
+                heard=heard,
+            )
+
+        current = asyncio.current_task()
+        if current is not None and current in session.turn_tasks:
+            current.add_done_callback(record)
+        else:
+            record()
 
     # ---------------------------------------------------------------- output and ending
     async def _send_text(self, text: str) -> None:

@@ -40,7 +40,8 @@ class _Reply:
     played_seconds: float = 0.0
     last_mark_seconds: float = 0.0
     chunk: int = -1
-    heard_chunks: list[int] = field(default_factory=list)
+    chunk_starts: dict[int, float] = field(default_factory=dict)  # index -> seconds sent before it
+    finished_chunks: list[int] = field(default_factory=list)  # chunks whose end mark came back
     cleared: bool = False
     complete: bool = False
 
@@ -55,11 +56,13 @@ class TwilioPort:
         stream_sid: str,
         send_text: Callable[[str], Awaitable[None]],
         on_close: Callable[[int], Awaitable[None]],
+        on_cleared: Callable[[str, list[int]], None] | None = None,
         call_id: str = "",
     ) -> None:
         self.stream_sid = stream_sid
         self.send_text = send_text
         self.on_close = on_close
+        self.on_cleared = on_cleared
         self.call_id = call_id
         self.closed = False
         self.end_reason = ""
@@ -106,6 +109,7 @@ class TwilioPort:
         if reply.chunk >= 0:
             await self._mark(reply, chunk=reply.chunk, utterance_id=utterance_id)
         reply.chunk = index
+        reply.chunk_starts[index] = reply.sent_seconds + _pending_seconds(reply)
 
     async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
         reply = self._replies.setdefault(utterance_id, _Reply())
@@ -130,8 +134,10 @@ class TwilioPort:
     async def response_stop(self, utterance_id: str) -> None:
         """Barge-in: Twilio drops what it still buffers; what was played stays played."""
         reply = self._replies.get(utterance_id)
-        if reply is not None:
+        if reply is not None and not reply.cleared:
             reply.cleared = True
+            if self.on_cleared is not None:
+                self.on_cleared(utterance_id, self.heard_chunks(utterance_id))
         for name in [n for n, m in self._marks.items() if m.utterance_id == utterance_id]:
             del self._marks[name]
         if not self._marks:
@@ -177,15 +183,20 @@ class TwilioPort:
         reply = self._replies.get(mark.utterance_id)
         if reply is not None and not reply.cleared:
             reply.played_seconds = max(reply.played_seconds, mark.seconds)
-            if mark.chunk is not None and mark.chunk not in reply.heard_chunks:
-                reply.heard_chunks.append(mark.chunk)
+            if mark.chunk is not None and mark.chunk not in reply.finished_chunks:
+                reply.finished_chunks.append(mark.chunk)
         if not self._marks:
             self._all_played.set()
 
     def heard_chunks(self, utterance_id: str) -> list[int]:
-        """Indexes of this reply's chunks the caller heard to the end."""
+        """Indexes of this reply's chunks the caller heard (some or all of), by the marks
+        Twilio acknowledged: a chunk counts once audio past its start was reported played,
+        as a browser reply counts a chunk once its audio began."""
         reply = self._replies.get(utterance_id)
-        return list(reply.heard_chunks) if reply is not None else []
+        if reply is None:
+            return []
+        heard = {i for i, start in reply.chunk_starts.items() if start < reply.played_seconds}
+        return sorted(heard | set(reply.finished_chunks))
 
     async def wait_played(self, timeout: float) -> bool:
         """Wait until every mark sent has come back (the goodbye was heard). False on timeout."""
@@ -194,3 +205,8 @@ class TwilioPort:
         except TimeoutError:
             return False
         return True
+
+
+def _pending_seconds(reply: _Reply) -> float:
+    """Audio of the reply converted but not yet sent (part of the next 20 ms frame)."""
+    return reply.outbound.pending_seconds() if reply.outbound is not None else 0.0

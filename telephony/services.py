@@ -202,6 +202,23 @@ def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
     return outcome
 
 
+def message_keep_heard(*, session_id: uuid.UUID, utterance_id: str, heard: list[int]) -> None:
+    """A phone barge-in: of the agent's reply, keep as said only the chunks Twilio reported
+    played (acknowledged marks); the rest was sent ahead but dropped by ``clear``."""
+    from calls.models import Message
+
+    message = Message.objects.filter(call__session_id=session_id, utterance_id=utterance_id).first()
+    if message is None:
+        return
+    keep = set(heard)
+    chunks = [
+        {**chunk, "spoken": bool(chunk.get("spoken")) and chunk.get("index") in keep}
+        for chunk in message.chunks
+    ]
+    text = " ".join(chunk["text"] for chunk in chunks if chunk["spoken"])
+    Message.objects.filter(pk=message.pk).update(chunks=chunks, text=text, interrupted=True)
+
+
 # ---------------------------------------------------------------- do not call
 def do_not_call_add(*, phone: str, reason: str = "", source: str = "staff") -> DoNotCall:
     number = normalize_phone(phone)

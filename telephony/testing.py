@@ -76,6 +76,7 @@ class PhoneLeg:
     played: bytearray = field(default_factory=bytearray)
     marks_acked: list[str] = field(default_factory=list)
     mark_times: list[float] = field(default_factory=list)  # time.monotonic() of each echo
+    mark_positions: list[float] = field(default_factory=list)  # seconds played at each echo
     clears: int = 0
     closed_code: int | None = None
     _queue: list[_Queued] = field(default_factory=list)
@@ -132,6 +133,7 @@ class PhoneLeg:
             if item.kind == "mark":
                 self.marks_acked.append(item.value)
                 self.mark_times.append(time.monotonic())
+                self.mark_positions.append(len(self.played) / 8000)
                 await self._send(
                     {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": item.value}}
                 )

@@ -77,6 +77,7 @@ class PhoneLeg:
     marks_acked: list[str] = field(default_factory=list)
     mark_times: list[float] = field(default_factory=list)  # time.monotonic() of each echo
     mark_positions: list[float] = field(default_factory=list)  # seconds played at each echo
+    media_times: list[float] = field(default_factory=list)  # time.monotonic() of each media received
     clears: int = 0
     closed_code: int | None = None
     _queue: list[_Queued] = field(default_factory=list)
@@ -109,6 +110,7 @@ class PhoneLeg:
             self.last_message_at = time.monotonic()
             event = data.get("event")
             if event == "media":
+                self.media_times.append(time.monotonic())
                 if self.first_media_at is None:
                     self.first_media_at = time.monotonic()
                 self._queue.append(_Queued("media", base64.b64decode(data["media"]["payload"])))
@@ -211,6 +213,10 @@ class PhoneLeg:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("event") == name]
 
+    def first_media_after(self, count: int) -> float:
+        """When the media message number ``count`` (0-based) arrived."""
+        return self.media_times[count]
+
     def media_seconds(self) -> float:
         return sum(len(base64.b64decode(m["media"]["payload"])) for m in self.events("media")) / 8000
 
@@ -227,8 +233,10 @@ class PhoneLeg:
             if self.closed_code is not None:
                 return
             await asyncio.sleep(0.05)
+        marks = {m["mark"]["name"] for m in self.events("mark")}
         raise TimeoutError(
-            f"the agent did not finish: {len(self.received)} messages, queue {len(self._queue)}"
+            f"the agent did not finish: {len(self.received)} messages, queue {len(self._queue)}, "
+            f"marks unacknowledged {sorted(marks - set(self.marks_acked))}, clears {self.clears}"
         )
 
     async def until_closed(self, timeout: float = 10.0) -> int:

@@ -306,3 +306,41 @@ async def test_do_not_call_outcome_puts_the_number_on_the_list(twilio, use_engin
     await leg.hang_up()
     assert await database_sync_to_async(DoNotCall.objects.filter(phone="+14155550177").exists)()
     assert (await _phone_call("CA0014")).outcome == "do_not_call"
+
+
+async def test_without_a_public_base_url_signatures_are_checked_against_the_request_itself(twilio, settings):
+    settings.TWILIO_PUBLIC_BASE_URL = ""
+    params = {"CallSid": "CA0015", "From": "+14155550123"}
+    signed_for_host = sign(TOKEN, "http://testserver/telephony/twilio/voice", params)
+    response = await twilio.client.post(
+        "/telephony/twilio/voice", params, headers={"X-Twilio-Signature": signed_for_host}
+    )
+    assert response.status_code == 200
+    assert b'url="ws://testserver/telephony/twilio/stream"' in response.content
+    from telephony.consumers import stream_signature_valid
+
+    scope = {
+        "scheme": "wss",
+        "path": "/telephony/twilio/stream",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"voice.internal:8443"),
+            (
+                b"x-twilio-signature",
+                sign(TOKEN, "wss://voice.internal:8443/telephony/twilio/stream").encode(),
+            ),
+        ],
+    }
+    assert stream_signature_valid(scope) is True
+    scope["headers"][1] = (
+        b"x-twilio-signature",
+        sign(TOKEN, "wss://elsewhere/telephony/twilio/stream").encode(),
+    )
+    assert stream_signature_valid(scope) is False
+
+
+async def test_phone_endpoints_answer_503_when_telephony_is_not_configured(twilio, settings):
+    settings.TWILIO_AUTH_TOKEN = ""
+    response = await twilio.webhook("/telephony/twilio/voice", {"CallSid": "CA0016"})
+    assert response.status_code == 503
+    assert b"TWILIO_AUTH_TOKEN" in response.content

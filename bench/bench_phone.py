@@ -88,6 +88,10 @@ async def _one_call(twilio, call_sid: str, question: list[bytes], turns: int) ->
     await leg.start(stream.parameters)
     latencies = []
     for _ in range(turns):
+        with contextlib.suppress(TimeoutError):  # the previous answer has played to its end
+            await leg.until_quiet(quiet=0.3, timeout=60, need_media=False)
+        if leg.closed_code is not None:
+            break
         media_before = len(leg.events("media"))
         await leg.say(question, realtime=True)
         spoke_at = time.monotonic()
@@ -99,9 +103,6 @@ async def _one_call(twilio, call_sid: str, question: list[bytes], turns: int) ->
             latencies.append(float("nan"))
             continue
         latencies.append(leg.first_media_after(media_before) - spoke_at)
-        with contextlib.suppress(TimeoutError):  # a reply still playing: the next turn cuts in
-            await leg.until_quiet(quiet=0.3, timeout=30)
-        await leg.silence(0.4, realtime=True)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()
@@ -126,6 +127,9 @@ async def concurrent(calls: int) -> dict[str, float]:
         *(_one_call(twilio, f"CA{n:032d}", question, 1) for n in range(calls)), return_exceptions=True
     )
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    errors = sorted({repr(r)[:160] for r in results if not isinstance(r, list)})
+    if errors:
+        print("  failures:", *errors, sep="\n    ")
     values = [v for r in results if isinstance(r, list) for v in r if v == v]
     failed = sum(1 for r in results if not isinstance(r, list)) + sum(
         1 for r in results if isinstance(r, list) for v in r if v != v

@@ -153,7 +153,14 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         )
         session = CallSession(port=self.port, transport="twilio")
         self.port.call_id = session.session_id
-        await session.start()
+        try:
+            await session.start()
+        except Exception:
+            # The database or the configuration failed us: Twilio gets a closed stream (the
+            # caller hears the call end) rather than a socket left hanging.
+            logger.exception("call=%s could not start the phone call", session.session_id)
+            await self.close(code=1011)
+            return
         self.session = session
         await database_sync_to_async(services.phone_call_attach_session)(
             phone_call_id=phone_call.pk, session_id=session.call_uuid
@@ -267,6 +274,8 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         self.ended = True
         if self.port is not None:
             self.port.closed = reason == "hangup"
+            if reason == "hangup":
+                self.port.stop_waiting()  # a goodbye still playing will never be acknowledged
         session = self.session
         if session is None:
             return

@@ -198,6 +198,11 @@ class TwilioPort:
         heard = {i for i, start in reply.chunk_starts.items() if start < reply.played_seconds}
         return sorted(heard | set(reply.finished_chunks))
 
+    def stop_waiting(self) -> None:
+        """The stream is gone: nothing more will be played or acknowledged."""
+        self._marks.clear()
+        self._all_played.set()
+
     async def wait_played(self, timeout: float) -> bool:
         """Wait until every mark sent has come back (the goodbye was heard). False on timeout."""
         try:

@@ -124,7 +124,8 @@ async def concurrent(calls: int) -> dict[str, float]:
     question = caller_speech(1.0)
     cpu, wall = time.process_time(), time.monotonic()
     results = await asyncio.gather(
-        *(_one_call(twilio, f"CA{n:032d}", question, 1) for n in range(calls)), return_exceptions=True
+        *(_one_call(twilio, f"CA{calls:04d}{n:028d}", question, 1) for n in range(calls)),
+        return_exceptions=True,
     )
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     errors = sorted({repr(r)[:160] for r in results if not isinstance(r, list)})

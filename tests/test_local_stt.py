@@ -191,3 +191,9 @@ def test_engine_selection_from_settings(settings):
     settings.TURN_END_SILENCE_MS, settings.BARGE_IN_MIN_SPEECH_MS = 600, 300
     config = build_turn_config()
     assert (config.end_silence_ms, config.barge_in_min_speech_ms) == (600, 300)
+    from calls.engines import build_end_of_turn_model
+    from stt.smart_turn import SmartTurnModel
+
+    assert settings.TURN_SMART is False and build_end_of_turn_model() is None  # off by default
+    settings.TURN_SMART = True
+    assert isinstance(build_end_of_turn_model(), SmartTurnModel)

@@ -66,6 +66,8 @@ class Servers:
     def __init__(self, args: argparse.Namespace, *, buffered: bool = False) -> None:
         self.args = args
         self.buffered = buffered
+        # The code the servers run: this checkout, or another (--root) for before/after runs.
+        self.root = Path(args.root).resolve() if getattr(args, "root", "") else ROOT
         self.workdir = Path(tempfile.mkdtemp(prefix="vantum-bench-"))
         self.marks = self.workdir / "marks.jsonl"
         self.processes: list[subprocess.Popen] = []
@@ -90,7 +92,7 @@ class Servers:
             env["REDIS_URL"] = self.stack.enter_context(run_redis())
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             check=True,
             capture_output=True,
@@ -102,14 +104,15 @@ class Servers:
                 "--ttft", str(self.args.ttft), "--tps", str(self.args.tps), "--engine", self.args.engine,
                 "--marks", str(self.marks),
             ]  # fmt: skip
-            if self.args.server == "uvicorn":
-                command += ["--workers", str(self.args.workers), "--loop", self.args.loop]
-                command += ["--http", self.args.http]
+            if self.args.workers != 1:
+                command += ["--workers", str(self.args.workers)]
+            if self.args.loop != "auto" or self.args.http != "auto":
+                command += ["--loop", self.args.loop, "--http", self.args.http]
             if self.buffered:
                 command.append("--buffered")
             log = open(self.workdir / f"server-{port}.log", "wb")
             self.processes.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
             self.ports.append(port)
         for process, port in zip(self.processes, self.ports, strict=True):
@@ -610,6 +613,7 @@ def main() -> None:
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")
         p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (SQLite otherwise)")
+        p.add_argument("--root", default="", help="serve another checkout's code (before/after comparisons)")
         p.add_argument("--engine", default="tone")
         p.add_argument("--ttft", type=float, default=0.3, help="fake model: seconds to the first token")
         p.add_argument("--tps", type=float, default=50.0, help="fake model: tokens per second")

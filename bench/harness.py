@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,7 @@ class Servers:
             "LOG_LEVEL": "ERROR",
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key",
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # production settings refuse weak keys
             "DATABASE_URL": self.args.database_url
             or (self.stack.enter_context(run_postgres()) if self.args.postgres else "")
             or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
@@ -110,6 +111,8 @@ class Servers:
                 command += ["--loop", self.args.loop, "--http", self.args.http]
             if self.buffered:
                 command.append("--buffered")
+            if getattr(self.args, "profile", ""):
+                command += ["--profile", str(Path(self.args.profile).resolve())]
             log = open(self.workdir / f"server-{port}.log", "wb")
             self.processes.append(
                 subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -614,6 +617,7 @@ def main() -> None:
         p.add_argument("--database-url", default="")
         p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (SQLite otherwise)")
         p.add_argument("--root", default="", help="serve another checkout's code (before/after comparisons)")
+        p.add_argument("--profile", default="", help="pyinstrument text profile of the server, to this file")
         p.add_argument("--engine", default="tone")
         p.add_argument("--ttft", type=float, default=0.3, help="fake model: seconds to the first token")
         p.add_argument("--tps", type=float, default=50.0, help="fake model: tokens per second")

@@ -47,11 +47,27 @@ def main() -> None:
     parser.add_argument("--engine", default="tone")
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
+    parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
     args = parser.parse_args()
     if args.workers > 1 and args.server != "uvicorn":
         parser.error("--workers needs --server uvicorn")
     os.environ[CONFIG_VARIABLE] = json.dumps(vars(args))
 
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.0005)
+        profiler.start()
+    try:
+        serve(args)
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+
+
+def serve(args: argparse.Namespace) -> None:
     if args.server == "uvicorn":
         import uvicorn
 

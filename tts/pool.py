@@ -12,12 +12,14 @@ context variable) says where its caller's playback stands. When a thread is free
 among the steps that are due:
 
 1. the step of a speaking reply whose caller runs out of audio within ``URGENT_SECONDS``
-   (earliest first): a call already speaking never stutters while the work fits;
+   or two recent steps' time, whichever is more (earliest first): a call already
+   speaking never stutters while the work fits;
 2. else the first sentence of a new reply (oldest first): first audio comes before the
    tails of replies that still have audio buffered;
 3. else the next sentence of a speaking reply (earliest deadline first).
 
-A speaking reply's step is not due before ``lookahead`` seconds ahead of the moment its
+A speaking reply's step is not due before ``lookahead`` seconds (plus twice the recent
+average time of a step, which grows when the machine is busy) ahead of the moment its
 caller would run out of audio, so no reply is synthesized further ahead than needed (a
 barge-in then wastes at most ``lookahead`` seconds of synthesis). Under overload, new
 replies wait longer for their first audio, gradually, and speaking calls go on.
@@ -134,6 +136,7 @@ class SynthesisPool:
         self._condition = threading.Condition()
         self._threads: list[threading.Thread] = []
         self.steps_run = 0
+        self.step_seconds = 0.0  # moving average of a step's wall time
 
     def queued(self) -> int:
         with self._condition:
@@ -186,12 +189,15 @@ class SynthesisPool:
         with self._condition:
             while True:
                 now = time.monotonic()
+                # Steps take longer on a busy machine: start paced work that much earlier.
+                margin = 2 * self.step_seconds
+                urgent = max(URGENT_SECONDS, margin)
                 best, best_key, soonest = -1, (3, 0.0, 0), float("inf")
                 for index, (speaking, deadline, order, not_before, _) in enumerate(self._queue):
-                    if not_before > now:
-                        soonest = min(soonest, not_before)
+                    if not_before - margin > now:
+                        soonest = min(soonest, not_before - margin)
                         continue
-                    rank = (0 if deadline - now <= URGENT_SECONDS else 2) if speaking else 1
+                    rank = (0 if deadline - now <= urgent else 2) if speaking else 1
                     key = (rank, deadline, order)
                     if key < best_key:
                         best, best_key = index, key
@@ -207,6 +213,7 @@ class SynthesisPool:
         while True:
             state = self._take()
             try:
+                began = time.monotonic()
                 item: object = next(state.blocks) if not state.cancelled.is_set() else _END
             except StopIteration:
                 item = _END
@@ -214,6 +221,8 @@ class SynthesisPool:
                 item = error
             with self._condition:
                 self.steps_run += 1
+                if item is not _END:
+                    self.step_seconds += 0.2 * (time.monotonic() - began - self.step_seconds)
                 state.running = False
                 closing = state.cancelled.is_set() and not state.closed
                 if closing:

@@ -22,7 +22,6 @@ import json
 import os
 import platform
 import random
-import secrets
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ class Servers:
             "LOG_LEVEL": "ERROR",
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),  # production settings refuse weak keys
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x7Qp2Lm9Zr4Tv8Nw1Ks6Hd3Jf5Gb0Yc",
             "DATABASE_URL": self.args.database_url
             or (self.stack.enter_context(run_postgres()) if self.args.postgres else "")
             or f"sqlite:///{self.workdir / 'bench.sqlite3'}",

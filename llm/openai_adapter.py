@@ -147,7 +147,13 @@ class OpenAIChatProvider:
         return f"{what} at {self.base_url or OPENAI_BASE_URL}"
 
     async def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self,
+        *,
+        messages: Sequence[dict[str, Any]],
+        params: ModelParams,
+        call_id: str,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[ChatDelta]:
         """Yield deltas as the model writes (text, tool-call pieces, the finish reason), then
         one usage delta.
@@ -159,6 +165,9 @@ class OpenAIChatProvider:
         Cancelling the consumer, or closing this generator, closes the HTTP stream.
         """
         logger.debug("call=%s chat request: model=%s messages=%d", call_id, params.model, len(messages))
+        offered: dict[str, Any] = {"tools": list(tools)} if tools else {}
+        if tools and tool_choice:
+            offered["tool_choice"] = tool_choice
         async with contextlib.AsyncExitStack() as stack:
             try:
                 response = await stack.enter_async_context(
@@ -172,6 +181,7 @@ class OpenAIChatProvider:
                         presence_penalty=params.presence_penalty,
                         stream=True,
                         stream_options={"include_usage": True},
+                        **offered,
                     )
                 )
             except Exception as error:

@@ -254,7 +254,7 @@ async def test_session_update_reaches_the_prompt_and_the_call(use_engines):
     await caller.send("voicechat.text.input", {"text": "hi"})
     await caller.until("voicechat.response.complete")
     await caller.hang_up()
-    assert "You are speaking with Dana." in provider.requests[0][0]["content"]
+    assert '{"name": "Dana", "company": "Acme", "industry": "retail"}' in provider.requests[0][0]["content"]
     call = await stored_call(caller.session_id)
     assert call.prospect == {"name": "Dana", "company": "Acme", "industry": "retail"}
     assert call.voice_id == "beep-b"

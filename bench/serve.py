@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -57,14 +58,17 @@ def main() -> None:
     if args.profile:
         from pyinstrument import Profiler
 
-        profiler = Profiler(interval=0.0005)
+        # uvicorn re-raises SIGTERM after its graceful shutdown: exit through Python so the
+        # profile below gets written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler = Profiler(interval=0.001, async_mode="disabled")
         profiler.start()
     try:
         serve(args)
     finally:
         if profiler is not None:
             profiler.stop()
-            Path(args.profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False))
+            Path(args.profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False, timeline=False))
 
 
 def serve(args: argparse.Namespace) -> None:

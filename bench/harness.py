@@ -590,11 +590,44 @@ async def run_overhead(args: argparse.Namespace) -> dict:
     print("|---|---|")
     for name, value in per_token.items():
         print(f"| {name} | {value:.2f} |")
+
+    # Per request: a 2-token reply to a 12-message conversation, the SDK's create() (its
+    # type-driven transformation of every message) against our plain-JSON post.
+    history = [{"role": "system", "content": "You are a helpful sales agent. " * 20}] + [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": "Tell me about Vantum please. " * 3}
+        for n in range(11)
+    ]
+    short = FakeOpenAI(default=FakeReply(tokens=["Hi", "."]), keep_log=False)
+    short_client = openai.AsyncOpenAI(api_key="k", http_client=short.http_client(), max_retries=0)
+    short_provider = OpenAIChatProvider(api_key="k", http_client=short.http_client())
+
+    async def sdk_create() -> None:
+        async with short_client.chat.completions.with_streaming_response.create(
+            model="m", messages=history, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            async for _ in response.iter_bytes():
+                pass
+
+    async def our_post() -> None:
+        async for _ in short_provider.stream_chat(messages=history, params=ModelParams(), call_id="b"):
+            pass
+
+    per_request: dict[str, list[float]] = {"sdk_create": [], "our_post": []}
+    for _ in range(5):
+        for name, request in (("sdk_create", sdk_create), ("our_post", our_post)):
+            started = time.process_time()
+            for _ in range(100):
+                await request()
+            per_request[name].append((time.process_time() - started) * 10)  # ms per request
+    request_ms = {name: statistics.median(values) for name, values in per_request.items()}
+    for name, value in request_ms.items():
+        print(f"| request: {name} | {value:.2f} ms (CPU) |")
     return {
         "tokens": len(tokens),
         **{f"{name}_us_per_token": round(value, 2) for name, value in per_token.items()},
         "ours_us_per_token": round(our_us, 2),
         "bare_sdk_over_ours": round(bare_us / our_us, 1),
+        **{f"request_{name}_cpu_ms": round(value, 2) for name, value in request_ms.items()},
         "load_average": os.getloadavg(),
     }
 

@@ -68,7 +68,9 @@ def main() -> None:
     finally:
         if profiler is not None:
             profiler.stop()
-            Path(args.profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False, timeline=False))
+            Path(args.profile).write_text(
+                profiler.output_text(unicode=True, color=False, show_all=False, timeline=False)
+            )
 
 
 def serve(args: argparse.Namespace) -> None:

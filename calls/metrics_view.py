@@ -9,8 +9,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from calls.consumers import active_call_count
 from calls.engines import LLM_METRICS
+from calls.session import active_call_count
 from calls.telemetry import ACTIVE_CALLS
 from vantum.client_address import client_address, is_relayed
 

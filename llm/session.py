@@ -18,7 +18,8 @@ from llm.context import ConversationContext
 from llm.metrics import LLMServiceMetrics
 from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
-from llm.turn import Reply, SpeechSink, speak_fallback, stream_reply
+from llm.tools import ToolRegistry
+from llm.turn import EndCall, Reply, SpeechSink, speak_fallback, stream_reply
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,10 @@ class Conversation:
     ``respond`` runs one turn at a time; turns that arrive while one runs wait in FIFO
     order (``asyncio.Lock`` wakes waiters first come, first served). Cancelling a waiting
     or running ``respond`` (barge-in) leaves the context coherent: the user's words and
-    only what the caller actually heard of the reply.
+    only what the caller actually heard of the reply (and every tool call of it with its
+    result). ``tools`` are offered to the model when ``config.tools_enabled``; a reply that
+    should end the call carries ``reply.end_call`` and the call layer ends the call once
+    the reply has been spoken.
     """
 
     def __init__(
@@ -44,12 +48,14 @@ class Conversation:
         config: LLMConfig,
         metrics: LLMServiceMetrics,
         chunker_factory: Callable[[], SemanticChunker] = SemanticChunker,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.call_id = call_id
         self.provider = provider
         self.config = config
         self.metrics = metrics
         self.chunker_factory = chunker_factory
+        self.tools = tools if tools and config.tools_enabled else None
         self.context = ConversationContext(
             max_messages=config.max_messages, max_context_tokens=config.max_context_tokens
         )
@@ -134,6 +140,7 @@ class Conversation:
                 sink=sink,
                 call_id=self.call_id,
                 chunker=self.chunker_factory(),
+                tools=self.tools,
             )
             if reply.error is None:
                 self.failure_count = 0
@@ -144,6 +151,8 @@ class Conversation:
                 self.metrics.record_failure(kind=reply.error.kind.value, tier=tier)
                 log = logger.error if tier == 3 else logger.warning
                 log("call=%s tier %d fallback after %s failure", self.call_id, tier, reply.error.kind.value)
+                if tier == 3 and self.config.tier3_ends_call:
+                    reply.end_call = EndCall(by="fallback")
                 await speak_fallback(reply, text=self.config.fallback_for_tier(tier), tier=tier, sink=sink)
         except asyncio.CancelledError:
             reply.interrupted = True
@@ -151,7 +160,7 @@ class Conversation:
         finally:
             reply.finished_at = time.monotonic()
             self.last_activity_at = reply.finished_at
-            self.context.add_assistant(reply.said_text, timestamp=time.time())
+            self.context.add_reply(reply.context_messages(), timestamp=time.time())
 
 
 ExpireCallback = Callable[[str, str], Awaitable[None]]

@@ -71,9 +71,11 @@ async def test_typed_turn_streams_every_event_in_order_under_one_utterance_id(us
         events[2]["payload"]["utteranceId"]
     }
     assert all(e["payload"]["sampleRate"] == 16000 and len(e["payload"]["audio"]) > 0 for e in audio)
-    # 20 ms a character, in frames of at most 100 ms (VANTUM_AUDIO_FRAME_MS).
+    # 20 ms a character; the first frame at most 100 ms (VANTUM_AUDIO_FRAME_MS), later ones
+    # growing up to 500 ms (VANTUM_MAX_AUDIO_FRAME_MS).
     assert sum(len(e["payload"]["audio"]) for e in audio) == sum(len(c) for c in CHUNKS) * 640
-    assert max(len(e["payload"]["audio"]) for e in audio) <= 3200
+    assert len(audio[0]["payload"]["audio"]) <= 3200
+    assert max(len(e["payload"]["audio"]) for e in audio) <= 16000
     assert type(events[2]["payload"]["timestamp"]) is float
     assert events[1]["payload"]["text"] == "Who is this?"
     assert events[-1]["payload"]["metrics"]["chunks"] == 2
@@ -358,6 +360,8 @@ async def test_staff_can_end_a_call_through_the_channel_layer(use_engines):
     await live.request_call_end(session_id=caller.session_id)
     events = await caller.until("<closed>", timeout=1.0)
     assert "voicechat.response.stop" in types(events)
+    assert events[-2]["eventType"] == "voicechat.call.ended"
+    assert events[-2]["payload"] == {"reason": "staff_ended"}
     assert events[-1] == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     call = await stored_call(caller.session_id)
@@ -441,6 +445,8 @@ async def test_idle_and_over_long_calls_are_ended_by_the_cleanup(use_engines, fr
     else:
         conversation.created_at -= fresh_registry.config.session_max_duration + 1
     assert await fresh_registry.sweep() == [(caller.session_id, reason)]
-    assert (await caller.receive())["eventType"] == "<closed>"
+    ended = await caller.receive()
+    assert (ended["eventType"], ended["payload"]) == ("voicechat.call.ended", {"reason": reason})
+    assert (await caller.receive()) == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     assert (await stored_call(caller.session_id)).end_reason == reason

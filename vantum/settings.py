@@ -12,6 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bookings.hours import parse_working_hours
 from llm.config import llm_config_from_env
 from vantum.client_address import FORWARDING_HEADERS, parse_networks
 from vantum.env import (
@@ -45,6 +46,7 @@ try:
     VANTUM_MAX_FRAME_BYTES = env_int("VANTUM_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
     VANTUM_MAX_EVENTS_PER_SECOND = env_int("VANTUM_MAX_EVENTS_PER_SECOND", 200, minimum=1)
     VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 100, minimum=10, maximum=100)
+    VANTUM_MAX_AUDIO_FRAME_MS = env_int("VANTUM_MAX_AUDIO_FRAME_MS", 500, minimum=10, maximum=1000)
     # daphne closes the socket on a message above its own cap; keep that cap above ours so
     # an oversized frame gets the protocol's error event and the call goes on.
     DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * VANTUM_MAX_FRAME_BYTES, 4 * 1024 * 1024)
@@ -54,7 +56,7 @@ try:
     VANTUM_LLM = llm_config_from_env()
 
     # --- speech to text
-    STT_ENGINE = env_str("STT_ENGINE", "auto")
+    STT_ENGINE = env_str("STT_ENGINE", "local")
     STT_MODEL = env_str("STT_MODEL", "gpt-4o-mini-transcribe")
     STT_BASE_URL = env_str("STT_BASE_URL", "")
     STT_API_KEY = env_str("STT_API_KEY", "")
@@ -62,6 +64,22 @@ try:
     STT_MAX_UTTERANCE_SECONDS = env_float("STT_MAX_UTTERANCE_SECONDS", 60.0, minimum=1.0)
     STT_SILENCE_THRESHOLD = env_int("STT_SILENCE_THRESHOLD", 200, minimum=0, maximum=32767)
     STT_FAKE_TEXT = env_str("STT_FAKE_TEXT", "Hello, can you tell me about your pricing?")
+    # Listening (issue 9): offline Whisper, Silero VAD, server-side turn detection, Deepgram.
+    STT_LOCAL_MODEL = env_str("STT_LOCAL_MODEL", "tiny.en")
+    STT_LOCAL_WINDOW_SECONDS = env_float("STT_LOCAL_WINDOW_SECONDS", 10.0, minimum=1.0)
+    STT_MAX_CONCURRENT = env_int("STT_MAX_CONCURRENT", 0, minimum=0)
+    VANTUM_CACHE_DIR = env_str("VANTUM_CACHE_DIR", "")
+    VAD_ENGINE = env_str("VAD_ENGINE", "silero")
+    TURN_END_SILENCE_MS = env_int("TURN_END_SILENCE_MS", 400, minimum=100, maximum=5000)
+    BARGE_IN_MIN_SPEECH_MS = env_int("BARGE_IN_MIN_SPEECH_MS", 250, minimum=0, maximum=5000)
+    TURN_MIN_SPEECH_MS = env_int("TURN_MIN_SPEECH_MS", 96, minimum=32, maximum=2000)
+    TURN_SPEECH_THRESHOLD = env_float("TURN_SPEECH_THRESHOLD", 0.5, minimum=0.05, maximum=0.95)
+    TURN_PADDING_MS = env_int("TURN_PADDING_MS", 256, minimum=0, maximum=2000)
+    TURN_PAUSE_MS = env_int("TURN_PAUSE_MS", 128, minimum=0, maximum=2000)
+    TURN_MAX_MS = env_int("TURN_MAX_MS", 28000, minimum=1000, maximum=29000)
+    DEEPGRAM_API_KEY = env_str("DEEPGRAM_API_KEY", "")
+    DEEPGRAM_MODEL = env_str("DEEPGRAM_MODEL", "nova-3")
+    DEEPGRAM_URL = env_str("DEEPGRAM_URL", "wss://api.deepgram.com/v1/listen")
 
     # --- text to speech
     TTS_ENGINE = env_str("TTS_ENGINE", "piper")
@@ -69,6 +87,7 @@ try:
     TTS_OPENAI_BASE_URL = env_str("TTS_OPENAI_BASE_URL", "")
     TTS_OPENAI_API_KEY = env_str("TTS_OPENAI_API_KEY", "")
     TTS_OPENAI_MODEL = env_str("TTS_OPENAI_MODEL", "gpt-4o-mini-tts")
+    TTS_LOOKAHEAD_SECONDS = env_float("TTS_LOOKAHEAD_SECONDS", 2.0, minimum=0.5, maximum=60.0)
     CARTESIA_API_KEY = env_str("CARTESIA_API_KEY", "")
     CARTESIA_MODEL = env_str("CARTESIA_MODEL", "sonic-2")
     CARTESIA_VOICE_ID = env_str("CARTESIA_VOICE_ID", "")
@@ -91,9 +110,45 @@ try:
     # --- admin login throttle (django-axes): per user name and address, never for ever
     ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
     ADMIN_LOGIN_COOLOFF_MINUTES = env_float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.01)
+    # --- recordings, end-of-call webhook (issue 12)
+    CALL_RECORDINGS = env_bool("CALL_RECORDINGS", True)
+    CALL_RECORDING_RATE = env_int("CALL_RECORDING_RATE", 16000, minimum=8000, maximum=48000)
+    CALL_RECORDING_MAX_SECONDS = env_int("CALL_RECORDING_MAX_SECONDS", 3600, minimum=10)
+    MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+    CALL_WEBHOOK_URL = env_str("CALL_WEBHOOK_URL", "")
+    CALL_WEBHOOK_SECRET = env_str("CALL_WEBHOOK_SECRET", "")
+    CALL_WEBHOOK_TIMEOUT = env_float("CALL_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+    CALL_WEBHOOK_RETRIES = env_int("CALL_WEBHOOK_RETRIES", 4, minimum=0, maximum=20)
+    VANTUM_PUBLIC_URL = env_str("VANTUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise EnvError("CALL_WEBHOOK_URL", "must be an http:// or https:// URL")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_SECRET:
+        raise EnvError("CALL_WEBHOOK_SECRET", "must be set when CALL_WEBHOOK_URL is set (reports are signed)")
+    # --- bookings (the agent's book_meeting / schedule_callback tools)
+    BOOKING_TIMEZONE = env_str("BOOKING_TIMEZONE", "UTC")
+    BOOKING_WORKING_HOURS = env_str("BOOKING_WORKING_HOURS", "09:00-17:00")
+    BOOKING_WORKING_DAYS = env_list("BOOKING_WORKING_DAYS", ("mon", "tue", "wed", "thu", "fri"))
+    BOOKING_HOURS = parse_working_hours(
+        timezone=BOOKING_TIMEZONE, hours=BOOKING_WORKING_HOURS, days=BOOKING_WORKING_DAYS
+    )
 
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
+    VANTUM_REDIS_MAX_CONNECTIONS = env_int("VANTUM_REDIS_MAX_CONNECTIONS", 64, minimum=2)
+    VANTUM_REDIS_POOL_TIMEOUT = env_float("VANTUM_REDIS_POOL_TIMEOUT", 5.0, minimum=0.1)
+
+    # --- outages, shutdowns and crashes (calls/recorder.py, calls/instances.py)
+    VANTUM_SPOOL_DIR = Path(env_str("VANTUM_SPOOL_DIR", "") or BASE_DIR / "var" / "spool")
+    VANTUM_SPOOL_AFTER_SECONDS = env_float("VANTUM_SPOOL_AFTER_SECONDS", 5.0, minimum=0.0)
+    VANTUM_RECORDER_MAX_PENDING = env_int("VANTUM_RECORDER_MAX_PENDING", 200, minimum=1)
+    VANTUM_HEARTBEAT_SECONDS = env_float("VANTUM_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+    VANTUM_SHUTDOWN_SECONDS = env_float("VANTUM_SHUTDOWN_SECONDS", 10.0, minimum=1.0)
+
+    # --- per-client limits (calls/limits.py)
+    VANTUM_MAX_CALLS_PER_ADDRESS = env_int("VANTUM_MAX_CALLS_PER_ADDRESS", 20, minimum=0)
+    VANTUM_MAX_TURNS_PER_MINUTE = env_int("VANTUM_MAX_TURNS_PER_MINUTE", 30, minimum=0)
+    VANTUM_MAX_BYTES_PER_SECOND = env_int("VANTUM_MAX_BYTES_PER_SECOND", 1024 * 1024, minimum=1024)
+    VANTUM_MAX_AUDIO_BUFFER_BYTES = env_int("VANTUM_MAX_AUDIO_BUFFER_BYTES", 128 * 1024 * 1024, minimum=0)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     if LOG_LEVEL not in logging.getLevelNamesMapping():
         raise EnvError("LOG_LEVEL", f"unknown level {LOG_LEVEL!r}")
@@ -147,6 +202,7 @@ INSTALLED_APPS = [
     "agents",
     "calls",
     "axes",
+    "bookings",
 ]
 
 MIDDLEWARE = [
@@ -212,9 +268,14 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, made to survive Redis outages and bursts (see calls/live.py).
+            "BACKEND": "calls.live.ResilientRedisChannelLayer",
             # redis-py 8 applies a socket timeout to blocking reads unless told not to.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "max_connections": VANTUM_REDIS_MAX_CONNECTIONS,
+                "pool_timeout": VANTUM_REDIS_POOL_TIMEOUT,
+            },
         }
     }
 else:
@@ -263,5 +324,12 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # one line per model request is noise on a call server
+        # Django's default config gives "django" its own console handler, and the record then
+        # propagates to ours too: every django.* line was printed twice. No handler of its own.
+        "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# Call recordings (and any other upload) go through the default storage: a local folder.
+# Never served at a public URL: staff play them through an admin view that checks permissions.
+MEDIA_URL = "media/"

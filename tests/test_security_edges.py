@@ -437,3 +437,14 @@ def test_a_flood_of_bad_requests_writes_a_few_log_lines_not_one_each(production_
     time.sleep(0.5)
     log = production_server["log"].read_text()
     assert log.count("Invalid HTTP request received.") == 5
+
+
+def test_info_lines_of_different_calls_are_all_written_and_true_repeats_collapse():
+    logger, stream = _logger_with(CollapseRepeatsFilter(burst=5, window=10.0))
+    for n in range(50):
+        logger.info("call=%s connected (prompt v%s)", f"c{n}", 1)
+    for _ in range(50):
+        logger.info("call=%s connected (prompt v%s)", "same", 1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 55
+    assert lines[-1] == "INFO call=same connected (prompt v1)"

@@ -22,6 +22,8 @@ from typing import Any
 
 from django.conf import settings
 
+UNKNOWN_ADDRESS = "unknown"
+
 
 def client_address(scope: Mapping[str, Any], *, header: str | None = None) -> str:
     """The client address of an ASGI scope. With ``header`` (default
@@ -35,7 +37,7 @@ def client_address(scope: Mapping[str, Any], *, header: str | None = None) -> st
             if last:
                 return last
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    return str(client[0]) if client else UNKNOWN_ADDRESS
 
 
 class AddressSlots:
@@ -153,3 +155,27 @@ class FrameBudget:
     @property
     def abusive(self) -> bool:
         return self.over_since is not None and self.clock() - self.over_since >= self.close_after
+
+
+# ---------------------------------------------------------------- this process's instances
+
+_address_slots: AddressSlots | None = None
+_audio_buffer: BufferBudget | None = None
+
+
+def address_slots() -> AddressSlots:
+    """Calls per client address in this process (limit read from settings each time)."""
+    global _address_slots
+    if _address_slots is None:
+        _address_slots = AddressSlots(settings.VANTUM_MAX_CALLS_PER_ADDRESS)
+    _address_slots.limit = settings.VANTUM_MAX_CALLS_PER_ADDRESS
+    return _address_slots
+
+
+def audio_buffer() -> BufferBudget:
+    """Caller audio buffered by all calls of this process."""
+    global _audio_buffer
+    if _audio_buffer is None:
+        _audio_buffer = BufferBudget(settings.VANTUM_MAX_AUDIO_BUFFER_BYTES)
+    _audio_buffer.limit = settings.VANTUM_MAX_AUDIO_BUFFER_BYTES
+    return _audio_buffer

@@ -232,7 +232,13 @@ def _install_shutdown_hooks() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             signal.signal(signum, _chained_handler(previous))
-    atexit.register(_shutdown_at_exit)
+    # Before the interpreter joins threads and shuts the thread pools down (the ORM needs
+    # them): threading's own exit hooks run first, newest first. atexit is the fallback.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_shutdown_at_exit)
+    else:
+        atexit.register(_shutdown_at_exit)
 
 
 def _chained_handler(previous: Any) -> Callable[[int, Any], None]:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 
 import psutil
 import psycopg
 import pytest
 
 from tests.outage_servers import StoppablePostgres, Uvicorn
-from tests.servers import migrate, run_daphne, server_env
+from tests.servers import PYTHON, ROOT, free_port, migrate, run_daphne, server_env, wait_for_port
 from vantum_client import CallClient
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
@@ -139,3 +140,37 @@ async def test_the_calls_of_a_killed_process_are_closed_as_lost_and_never_listed
     finally:
         crashed.stop()
         survivor.stop()
+
+
+def _start_runserver(env: dict[str, str], port: int, log_path) -> subprocess.Popen:
+    """What `make run` starts: runserver (daphne's, with the autoreloader), in its own process
+    group so that a Ctrl-C reaches every process of it, as in a terminal."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+async def test_ctrl_c_on_make_run_runserver_ends_live_calls_with_server_shutdown(database, tmp_path):
+    env = _env(database, tmp_path)
+    port = free_port()
+    process = _start_runserver(env, port, tmp_path / "runserver.log")
+    try:
+        await asyncio.to_thread(wait_for_port, port, process=process, timeout=60)
+        call = CallClient(f"ws://127.0.0.1:{port}/ws")
+        await call.connect()
+        assert (await call.say_text("Hi, who is this?")).texts
+        os.killpg(process.pid, signal.SIGINT)
+        assert await _ended_events([call]) == [("server_shutdown", 1000)]
+        await asyncio.to_thread(process.wait, 30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    expected = [(call.session_id, "server_shutdown", 2)]
+    assert await _wait_calls(database.url, expected) == expected

@@ -185,26 +185,20 @@ async def main_async(args: argparse.Namespace) -> dict:
         migrate(env)
         server = Uvicorn(env, log_path=workdir / "uvicorn.log").start()
         try:
-            results["redis"] = await outage_run(
-                server,
-                postgres.url,
-                calls=args.calls,
-                think=args.think,
-                stop=redis.stop,
-                start=redis.start,
-                seconds=args.redis_outage,
-            )
-            print("redis:", results["redis"], flush=True)
-            results["postgres"] = await outage_run(
-                server,
-                postgres.url,
-                calls=args.calls,
-                think=args.think,
-                stop=postgres.stop,
-                start=postgres.start,
-                seconds=args.db_outage,
-            )
-            print("postgres:", results["postgres"], flush=True)
+            outages = (("redis", redis, args.redis_outage), ("postgres", postgres, args.db_outage))
+            for name, dependency, seconds in outages:
+                if not seconds:
+                    continue
+                results[name] = await outage_run(
+                    server,
+                    postgres.url,
+                    calls=args.calls,
+                    think=args.think,
+                    stop=dependency.stop,
+                    start=dependency.start,
+                    seconds=seconds,
+                )
+                print(f"{name}:", results[name], flush=True)
             if args.burst:
                 results["burst"] = await burst_run(server, postgres.url, calls=args.burst)
                 print("burst:", results["burst"], flush=True)
@@ -223,8 +217,13 @@ def report(args: argparse.Namespace, results: dict) -> None:
     (RESULTS / f"outages-{int(time.time())}.json").write_text(json.dumps(results, indent=2))
     load = f"{results['load_before'][0]:.1f} → {results['load_after'][0]:.1f}"
     rows = []
-    for name, seconds in (("Redis", args.redis_outage), ("PostgreSQL", args.db_outage)):
-        r = results[name.lower() if name == "Redis" else "postgres"]
+    for key, name, seconds in (
+        ("redis", "Redis", args.redis_outage),
+        ("postgres", "PostgreSQL", args.db_outage),
+    ):
+        if key not in results:
+            continue
+        r = results[key]
         rows.append(
             f"| {stamp} | {name} stopped {seconds:g} s | {r['calls']} calls, {r['turns']} turns | "
             f"{r['calls_dropped']} | {r['rows_lost']} of {r['rows_expected']} | {r['calls_not_ended']} | "

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -174,7 +175,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "DATABASE_URL": postgres.url,
             "REDIS_URL": redis.url,
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-" + "x" * 60,
+            "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
             "VANTUM_MAX_CALLS": str(max(args.calls * 2, args.burst + 10)),
             "VANTUM_MAX_CALLS_PER_ADDRESS": "0",  # every bench caller is 127.0.0.1
             "VANTUM_SPOOL_DIR": str(workdir / "spool"),

@@ -101,26 +101,38 @@ _prompt_version: Any = None
 
 
 def prompt_version_for_new_call() -> Any:
-    """The active prompt version (synchronous; run it off the event loop).
+    """The prompt version a new call uses (synchronous; run it off the event loop).
 
-    Read from the database on every call, so activating a version in admin applies at once
-    on every process; when the database cannot be reached the last version this process
-    saw is used (refreshed by the heartbeat), so new calls still connect. Returns None when
-    the database has been unreachable since start: the call then runs on the environment's
-    prompt, and its row records no version.
+    Read from the database on every call (``agents.selectors.prompt_version_for_new_call``:
+    an A/B split, else the active version, created at first start), so activating a version
+    in admin applies at once on every process. When the database cannot be reached, the
+    last version this process used is taken (refreshed by the heartbeat), so new calls still
+    connect. None when the database has been unreachable since start: the call then runs on
+    the environment's prompt, and its row records no version.
     """
     global _prompt_version
+    from agents.selectors import prompt_version_for_new_call as pick_version
     from agents.services import prompt_version_ensure_initial
     from calls.recorder import database_unreachable
 
     try:
-        _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
+        version = pick_version() or prompt_version_ensure_initial(config=settings.VANTUM_LLM)
     except Exception as error:
         if not database_unreachable(error):
             raise
         logger.warning("database unreachable: new call uses the cached prompt version (%s)", _prompt_version)
         connection.close()
-    return _prompt_version
+        return _prompt_version
+    _prompt_version = version
+    return version
+
+
+def refresh_cached_prompt_version() -> None:
+    """The heartbeat's refresh: the active version (no A/B draw)."""
+    global _prompt_version
+    from agents.services import prompt_version_ensure_initial
+
+    _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
 
 
 def llm_config_for_new_call(version: Any) -> Any:
@@ -162,7 +174,7 @@ class Heartbeat(threading.Thread):
                 telemetry.CALLS_LOST.inc(lost)
                 logger.warning("closed %d calls left open by lost server processes (server_lost)", lost)
             recorder.spool_replay()
-            prompt_version_for_new_call()
+            refresh_cached_prompt_version()
         except Exception as error:
             connection.close()
             now = time.monotonic()

@@ -1,7 +1,7 @@
 """Per-client limits: one caller must not hurt the others.
 
-- ``client_address``: the caller's address; a forwarding header is trusted only when
-  ``VANTUM_CLIENT_IP_HEADER`` names it (set it only behind a proxy that sets that header).
+- ``client_address``: the caller's address (``vantum.client_address``: a forwarding header
+  is believed only from a trusted proxy).
 - ``AddressSlots``: calls at once per client address (``VANTUM_MAX_CALLS_PER_ADDRESS``).
 - ``TurnRate``: turns a minute per call (``VANTUM_MAX_TURNS_PER_MINUTE``).
 - ``BufferBudget``: bytes of caller audio buffered at once by the whole process
@@ -17,27 +17,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Mapping
-from typing import Any
 
 from django.conf import settings
 
-UNKNOWN_ADDRESS = "unknown"
+from vantum.client_address import client_address
 
+UNKNOWN_ADDRESS = ""  # what client_address gives for a peer it cannot name (unix socket)
 
-def client_address(scope: Mapping[str, Any], *, header: str | None = None) -> str:
-    """The client address of an ASGI scope. With ``header`` (default
-    ``VANTUM_CLIENT_IP_HEADER``) set, the right-most address of that header: the one our
-    trusted proxy appended (left-most entries are whatever the client claimed)."""
-    name = (settings.VANTUM_CLIENT_IP_HEADER if header is None else header).strip().lower()
-    if name:
-        values = [v for k, v in scope.get("headers", ()) if k.decode("latin-1").lower() == name]
-        if values:
-            last = values[-1].decode("latin-1").split(",")[-1].strip()
-            if last:
-                return last
-    client = scope.get("client")
-    return str(client[0]) if client else UNKNOWN_ADDRESS
+__all__ = ["AddressSlots", "BufferBudget", "FrameBudget", "TurnRate", "client_address"]
 
 
 class AddressSlots:

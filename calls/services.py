@@ -6,6 +6,7 @@ Plain synchronous functions; the consumer never calls them between a token and i
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -14,7 +15,9 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from calls.models import Call, EndReason, Message, Role, ServerInstance, TurnMetrics
+from calls.models import Call, EndReason, Message, Outcome, OutcomeSource, Role, ServerInstance, TurnMetrics
+
+logger = logging.getLogger(__name__)
 
 METRIC_FIELDS = (
     "first_token_ms",
@@ -154,6 +157,7 @@ def message_record_assistant(
     utterance_id: str,
     created_at: datetime,
     metrics: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Message:
     """Store one assistant turn and its metrics. Idempotent per (call, seq), so a retried
     write after a lost acknowledgement does not duplicate the turn."""
@@ -170,6 +174,7 @@ def message_record_assistant(
             "error_kind": error_kind,
             "utterance_id": utterance_id,
             "created_at": created_at,
+            "tool_calls": tool_calls or [],
         },
     )
     values = {name: metrics.get(name) for name in METRIC_FIELDS if name in metrics}
@@ -237,3 +242,82 @@ def server_instances_close_lost(
         ended_at=now, end_reason=EndReason.LOST
     )
     return closed
+
+
+def call_set_outcome(*, session_id: uuid.UUID, outcome: str, source: str, summary: str = "") -> bool:
+    """Store what the call achieved (an ``Outcome`` value) and who decided it.
+
+    Raises ``ValueError`` for an unknown outcome or source, so a tool can hand the model a
+    clear error. Later calls overwrite earlier ones (the agent may book a meeting after first
+    scheduling a callback; staff correct the agent). Returns False when no such call exists.
+    """
+    if outcome not in Outcome.values:
+        raise ValueError(f"unknown outcome {outcome!r}; expected one of {', '.join(Outcome.values)}")
+    if source not in OutcomeSource.values:
+        raise ValueError(f"unknown outcome source {source!r}")
+    changes: dict[str, Any] = {"outcome": outcome, "outcome_source": source}
+    if summary:
+        changes["outcome_summary"] = summary
+    return Call.objects.filter(session_id=session_id).update(**changes) > 0
+
+
+def call_settle_outcome(*, session_id: uuid.UUID, failed: bool = False) -> str:
+    """At the end of a call, give it an outcome if nobody set one: ``failed`` when the call
+    ended on a technical failure, else ``no_decision`` (source ``system``). An outcome set by
+    the agent or staff is kept. Returns the call's outcome afterwards ("" if no such call).
+
+    Called by the call layer once the call has ended (after ``call_end``); idempotent.
+    """
+    default = Outcome.FAILED if failed else Outcome.NO_DECISION
+    Call.objects.filter(session_id=session_id, outcome="").update(
+        outcome=default, outcome_source=OutcomeSource.SYSTEM
+    )
+    return Call.objects.filter(session_id=session_id).values_list("outcome", flat=True).first() or ""
+
+
+def call_review(
+    *,
+    call: Call,
+    reviewer: Any | None,
+    rating: int | None,
+    note: str,
+    outcome: str | None = None,
+) -> Call:
+    """Store a reviewer's 1–5 rating and note; an ``outcome`` different from the stored one
+    is a staff correction (source ``staff``). Raises ``ValueError`` for a rating outside 1..5
+    or an unknown outcome, before anything is written."""
+    if rating is not None and not 1 <= rating <= 5:
+        raise ValueError("the rating must be between 1 and 5")
+    if outcome and outcome not in Outcome.values:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    with transaction.atomic():
+        call.rating = rating
+        call.review_note = note.strip()
+        call.reviewed_by = reviewer if reviewer is not None and reviewer.is_authenticated else None
+        call.reviewed_at = timezone.now()
+        fields = ["rating", "review_note", "reviewed_by", "reviewed_at"]
+        if outcome and outcome != call.outcome:
+            call.outcome, call.outcome_source = outcome, OutcomeSource.STAFF
+            fields += ["outcome", "outcome_source"]
+        call.save(update_fields=fields)
+    return call
+
+
+def call_attach_recording(*, session_id: uuid.UUID, name: str, seconds: float) -> bool:
+    """Point the call at its stored recording (a name in the default file storage)."""
+    return Call.objects.filter(session_id=session_id).update(recording=name, recording_seconds=seconds) > 0
+
+
+def call_delete_recordings(*, calls: Any) -> int:
+    """Delete the recording files of ``calls`` (a queryset) from storage; returns how many.
+    A file already gone is not an error (retention must not stop on one missing file)."""
+    from django.core.files.storage import default_storage
+
+    deleted = 0
+    for name in calls.exclude(recording="").values_list("recording", flat=True).iterator():
+        try:
+            default_storage.delete(name)
+            deleted += 1
+        except OSError:
+            logger.warning("recording %s could not be deleted", name, exc_info=True)
+    return deleted

@@ -23,10 +23,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from bookings.services import bookings_link_call
+from bookings.tools import call_tool_registry
 from calls import instances, limits, live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
 from calls.recorder import TranscriptRecorder
+from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
+from calls.webhook import schedule_call_report
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
@@ -87,10 +91,12 @@ class CallSession:
     """
 
     def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
-        self.port = port
         self.transport = transport
         self.session_id = protocol.new_id()
         self.call_uuid = uuid.UUID(self.session_id)
+        # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
+        self.recording = recording_for_call(session_id=self.session_id)
+        self.port = record_agent_audio(port, self.recording)
         self.engines: Engines = get_engines()
         self.conversation: Conversation | None = None
         self.recorder = TranscriptRecorder(call_id=self.session_id)
@@ -113,11 +119,17 @@ class CallSession:
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
         """Open the call: conversation, capacity slot, stored row, live registry."""
-        # Cached when the database is down: a new call connects, its rows arrive later.
+        # An A/B split of the agent profile, else its active version (created at first
+        # start); the last one seen when the database is down: a new call still connects and
+        # its rows arrive after recovery.
         version = await database_sync_to_async(instances.prompt_version_for_new_call)()
         config = instances.llm_config_for_new_call(version)
         self.conversation = Conversation(
-            call_id=self.session_id, provider=self.engines.chat, config=config, metrics=LLM_METRICS
+            call_id=self.session_id,
+            provider=self.engines.chat,
+            config=config,
+            metrics=LLM_METRICS,
+            tools=call_tool_registry(timeout=config.tool_timeout),
         )
         self._started = True
         _active_calls.add(self.session_id)
@@ -132,7 +144,8 @@ class CallSession:
             prompt_version_id=version.pk if version else None,
             server_instance=instances.INSTANCE_ID,
             voice_id=self.voice_id,
-            llm_model=config.params.model,
+            # The demo responder is no model: never store a real model's name for it.
+            llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
         )
@@ -163,12 +176,20 @@ class CallSession:
         self.recorder.record(
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
+        # No outcome from the agent or staff: no decision (failed when the call broke).
+        self.recorder.record(
+            services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
+        )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         self._publish({"kind": "ended", "reason": reason})
         try:
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
             self._closed.set()
+        if self.recording is not None:
+            await self.recording.save()  # resampled and written in a worker thread
+        schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
     async def end(self, *, reason: str, message: str | None = None) -> None:
@@ -207,6 +228,8 @@ class CallSession:
         if self.utterance is None:
             # The browser client may send a few chunks before audio.start: 16 kHz.
             self._begin_utterance(protocol.DEFAULT_SAMPLING_RATE)
+        if self.recording is not None:
+            self.recording.add_caller(pcm, self.utterance_rate)
         limit = int(settings.STT_MAX_UTTERANCE_SECONDS * self.utterance_rate * 2)
         if self.utterance_too_long or len(self.utterance) + len(pcm) > limit:
             self.utterance_too_long = True
@@ -406,6 +429,17 @@ class CallSession:
             if reply.chunks or reply.interrupted:
                 self.last_speaker = (speaker, reply_seq)
                 self._record_reply(reply, speaker, reply_seq, utterance_id)
+        if reply.end_call is not None:
+            await self._end_after_reply(reply)
+
+    async def _end_after_reply(self, reply: Reply) -> None:
+        """The agent's ``end_call`` or the tier 3 exit: the goodbye's audio has all been sent
+        (``respond`` returned after the last chunk, then ``response.complete``), so end now,
+        without cutting that audio short at the caller's end."""
+        if reply.end_call.by == "fallback":
+            self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
+        self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        await self.end(reason=reply.end_call.reason)
 
     async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:
         transcriber = self.engines.transcriber
@@ -460,6 +494,7 @@ class CallSession:
             error_kind=error_kind,
             utterance_id=utterance_id,
             created_at=timezone.now(),
+            tool_calls=[call.record() for call in reply.tool_calls],
             metrics={
                 "first_token_ms": metrics["firstTokenMs"],
                 "first_chunk_ms": metrics["firstChunkMs"],
@@ -479,6 +514,7 @@ class CallSession:
                 "text": said,
                 "interrupted": reply.interrupted,
                 "fallbackTier": reply.fallback_tier,
+                "metrics": metrics,  # the timing line staff see under the reply
             }
         )
 

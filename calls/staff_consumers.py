@@ -7,10 +7,16 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from calls import live
+from calls.origins import origin_allowed, origin_of
 
 
 class FollowCallConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
+        # The staff cookie rides along whatever page opens this socket: only our own pages
+        # (same rules as /ws) may read a live transcript.
+        if not origin_allowed(origin_of(self.scope), self.scope):
+            await self.close(code=4003)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_staff:
             await self.close(code=4003)

@@ -37,7 +37,8 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-INSTANCE_ID = uuid.uuid4()
+INSTANCE_ID = uuid.uuid4()  # replaced in a forked worker (start_process_services)
+_INSTANCE_PID = os.getpid()
 HOSTNAME = socket.gethostname()
 STARTED_AT = timezone.now()
 SHUTDOWN_REASON = "server_shutdown"
@@ -208,10 +209,19 @@ def start_process_services(loop: asyncio.AbstractEventLoop | None = None) -> Non
         if _heartbeat is not None:
             return
         _loop = loop or asyncio.get_running_loop()
+        _new_instance_after_fork()
         _heartbeat = Heartbeat(settings.VANTUM_HEARTBEAT_SECONDS)
         _heartbeat.start()
     _install_shutdown_hooks()
     logger.info("server instance %s (pid %d) started", INSTANCE_ID, os.getpid())
+
+
+def _new_instance_after_fork() -> None:
+    """Workers forked from a process that imported us (gunicorn --preload) must not share
+    its instance id: one worker's crash would be hidden by its siblings' heartbeats."""
+    global INSTANCE_ID, _INSTANCE_PID
+    if os.getpid() != _INSTANCE_PID:
+        INSTANCE_ID, _INSTANCE_PID = uuid.uuid4(), os.getpid()
 
 
 async def shutdown(reason: str = SHUTDOWN_REASON) -> None:

@@ -23,14 +23,16 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from agents.selectors import llm_config_for_version
+from agents.selectors import llm_config_for_version, prompt_version_for_new_call
 from agents.services import prompt_version_ensure_initial
 from bookings.services import bookings_link_call
 from bookings.tools import call_tool_registry
 from calls import live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
 from calls.recorder import TranscriptRecorder
+from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
+from calls.webhook import schedule_call_report
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
@@ -91,10 +93,12 @@ class CallSession:
     """
 
     def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
-        self.port = port
         self.transport = transport
         self.session_id = protocol.new_id()
         self.call_uuid = uuid.UUID(self.session_id)
+        # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
+        self.recording = recording_for_call(session_id=self.session_id)
+        self.port = record_agent_audio(port, self.recording)
         self.engines: Engines = get_engines()
         self.conversation: Conversation | None = None
         self.recorder = TranscriptRecorder(call_id=self.session_id)
@@ -114,7 +118,10 @@ class CallSession:
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
         """Open the call: conversation, capacity slot, stored row, live registry."""
-        version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
+        # An A/B split of the agent profile, else its active version (created at first start).
+        version = await database_sync_to_async(prompt_version_for_new_call)()
+        if version is None:
+            version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
         config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
         self.conversation = Conversation(
             call_id=self.session_id,
@@ -160,8 +167,15 @@ class CallSession:
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
         self.recorder.record(bookings_link_call, session_id=self.call_uuid)
+        # No outcome from the agent or staff: no decision (failed when the call broke).
+        self.recorder.record(
+            services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
+        )
         self._publish({"kind": "ended", "reason": reason})
         await self.recorder.close(wait_seconds=5)
+        if self.recording is not None:
+            await self.recording.save()  # resampled and written in a worker thread
+        schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
     async def end(self, *, reason: str, message: str | None = None) -> None:
@@ -194,6 +208,8 @@ class CallSession:
         if self.utterance is None:
             # The browser client may send a few chunks before audio.start: 16 kHz.
             self._begin_utterance(protocol.DEFAULT_SAMPLING_RATE)
+        if self.recording is not None:
+            self.recording.add_caller(pcm, self.utterance_rate)
         limit = int(settings.STT_MAX_UTTERANCE_SECONDS * self.utterance_rate * 2)
         if len(self.utterance) + len(pcm) > limit:
             self.utterance_too_long = True
@@ -426,6 +442,7 @@ class CallSession:
                 "text": reply.said_text,
                 "interrupted": reply.interrupted,
                 "fallbackTier": reply.fallback_tier,
+                "metrics": metrics,  # the timing line staff see under the reply
             }
         )
 

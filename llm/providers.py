@@ -59,15 +59,15 @@ class ProviderError(Exception):
 class ChatDelta:
     """One streamed piece: text content, and/or the usage that ends an OpenAI stream.
 
-    ``tool_calls`` is the raw ``delta.tool_calls`` list (dicts with ``index``, and in
-    pieces ``id``, ``function.name`` and ``function.arguments``); ``finish_reason`` the
-    choice's, when the model said why it stopped.
+    ``tool_calls`` is the raw ``choices[0].delta.tool_calls`` list of an OpenAI chunk (pieces
+    of function calls, to be joined by ``index``), ``finish_reason`` the choice's finish
+    reason on the chunk that carries it (``"stop"``, ``"length"``, ``"tool_calls"``...).
     """
 
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    tool_calls: list[dict[str, Any]] | None = None
+    tool_calls: list[dict] | None = None
     finish_reason: str | None = None
 
 

@@ -10,12 +10,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from llm.chunking import SemanticChunker
 from llm.config import LLMConfig
 from llm.context import ConversationContext
 from llm.metrics import LLMServiceMetrics
-from llm.prompts import build_system_prompt
+from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
 from llm.tools import ToolRegistry
 from llm.turn import EndCall, Reply, SpeechSink, speak_fallback, stream_reply
@@ -73,9 +74,15 @@ class Conversation:
     def queued_turns(self) -> int:
         return self._waiting
 
-    def update_prospect(self, prospect: Mapping[str, str]) -> None:
-        """Used by the system prompt from the next turn on."""
-        self.prospect.update({k: v for k, v in prospect.items() if v is not None})
+    def update_prospect(self, prospect: Mapping[str, Any]) -> None:
+        """Used by the system prompt from the next turn on. The caller sends it: values are
+        cleaned and bounded (``clean_prospect_value``), and so is the number of fields."""
+        for key, value in prospect.items():
+            if value is None or not isinstance(key, str):
+                continue
+            if key not in self.prospect and len(self.prospect) >= PROSPECT_MAX_FIELDS:
+                continue
+            self.prospect[clean_prospect_value(key)[:40] or "_"] = clean_prospect_value(value)
 
     def system_prompt(self) -> str:
         return build_system_prompt(self.config.system_prompt, self.prospect)

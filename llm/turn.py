@@ -42,6 +42,7 @@ class ReplyChunk:
     is_fallback: bool = False
     audio_sent: bool = False
     failed: bool = False
+    is_hold: bool = False  # the "one moment" said while the first token was late
 
 
 @dataclass(slots=True)
@@ -176,9 +177,10 @@ async def stream_reply(
         await rounds.run()
         reply.stream_ended_at = time.monotonic()
         if reply.error is None:
-            if reply.end_call is not None and len(reply.chunks) == rounds.goodbye_from:
-                _enqueue(reply, queue, [DEFAULT_GOODBYE])  # the model ended the call without a word
-            if not reply.chunks:
+            # The model ended the call without a word of goodbye: say one.
+            if rounds.goodbye_from >= 0 and not _has_words(reply.chunks[rounds.goodbye_from :]):
+                _enqueue(reply, queue, [DEFAULT_GOODBYE])
+            if all(chunk.is_hold for chunk in reply.chunks):
                 reply.error = ProviderError(ErrorKind.UNKNOWN, "the model returned an empty completion")
         queue.put_nowait(_END)
         await speaker
@@ -271,13 +273,18 @@ class _Rounds:
             self.running.clear()
             if reply.end_call is None and any(call.result and call.result.ends_call for call in calls):
                 reply.end_call = EndCall(by="tool")
-                if len(reply.chunks) > round_start:
+                if _has_words(reply.chunks[round_start:]):
                     return  # the goodbye came with the end_call: nothing more to say
                 self.goodbye_from = len(reply.chunks)
-            said = " ".join(c.text for c in reply.chunks[round_start:])
+            said = " ".join(c.text for c in reply.chunks[round_start:] if not c.is_hold)
             entries = [call.request_entry() for call in calls]
             history.append({"role": "assistant", "content": said or None, "tool_calls": entries})
             history.extend(call.result_message() for call in calls)
+
+
+def _has_words(chunks: Sequence[ReplyChunk]) -> bool:
+    """Whether the model said something in these chunks (a hold message is not the model's)."""
+    return any(not chunk.is_hold for chunk in chunks)
 
 
 def _add(a: int | None, b: int | None) -> int | None:
@@ -308,7 +315,34 @@ class _Reading:
     tool_calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
 
 
+def _schedule_hold_message(reading: _Reading) -> asyncio.TimerHandle | None:
+    """Once per reply: if no token has come ``hold_message_after`` seconds into reading
+    (a slow model, a retry's wait), the caller hears ``hold_message`` rather than silence.
+    It is a chunk of the reply like any other (spoken in order, stored), never a token."""
+    config, reply = reading.config, reading.reply
+    if not config.hold_message or config.hold_message_after <= 0:
+        return None
+
+    def say_hold() -> None:
+        if reply.first_token_at is None and not reply.chunks:
+            chunk = ReplyChunk(index=0, text=config.hold_message, is_hold=True)
+            reply.chunks.append(chunk)
+            reading.queue.put_nowait(chunk)
+            logger.info("call=%s first token late: holding", reading.call_id)
+
+    return asyncio.get_running_loop().call_later(config.hold_message_after, say_hold)
+
+
 async def _read_with_retries(reading: _Reading) -> None:
+    hold = _schedule_hold_message(reading)
+    try:
+        await _read_attempts(reading)
+    finally:
+        if hold is not None:
+            hold.cancel()
+
+
+async def _read_attempts(reading: _Reading) -> None:
     reply, config = reading.reply, reading.config
     attempt = 0
     while True:
@@ -331,7 +365,8 @@ async def _read_with_retries(reading: _Reading) -> None:
             delays = config.retry_delays or (0.0,)
             delay = delays[min(attempt, len(delays) - 1)]
             if error.retry_after is not None:
-                delay = max(delay, error.retry_after)
+                # Honour the server, but a caller on the line waits a few seconds at most.
+                delay = min(max(delay, error.retry_after), max(delay, config.retry_after_max))
             attempt += 1
             reply.retries = attempt
             await asyncio.sleep(delay)

@@ -5,7 +5,9 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("calls", "0002_call_outcome"),
+        # Also merges the two leaves on main (server instances, review and recording).
+        ("calls", "0002_server_instances"),
+        ("calls", "0003_review_and_recording"),
     ]
 
     operations = [
@@ -25,6 +27,7 @@ class Migration(migrations.Migration):
                     ("idle_timeout", "Idle timeout"),
                     ("max_duration", "Maximum duration"),
                     ("server_shutdown", "Server shut down"),
+                    ("server_lost", "Server process lost (crash)"),
                     ("error", "Error"),
                     ("agent_ended", "Ended by the agent"),
                 ],

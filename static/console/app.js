@@ -30,6 +30,14 @@ let turn = null; // {sentAt, firstText, firstAudio}
 let mic = null;
 let pressing = false; // the talk button is held (the microphone may still be starting)
 
+const ENDED_LABELS = {
+  agent_ended: "The agent ended the call.",
+  staff_ended: "A staff member ended the call.",
+  idle_timeout: "The call ended after a long silence.",
+  max_duration: "The call reached its maximum length.",
+  server_shutdown: "The server is restarting; the call ended.",
+};
+
 function setState(state, label) {
   hook.state = state;
   els.status.textContent = label || state;
@@ -70,7 +78,9 @@ function connect() {
   socket.onclose = () => {
     socket = null;
     stopRecording(false);
-    if (wantConnected) {
+    if (hook.state === "ended") {
+      // The server ended the call (voicechat.call.ended): the status says why; no redial.
+    } else if (wantConnected) {
       setState("reconnecting", `Connection lost, reconnecting in ${Math.round(retryDelay / 100) / 10}s…`);
       setTimeout(() => wantConnected && connect(), retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
@@ -125,6 +135,13 @@ function handle(event) {
       break;
     case "voicechat.error":
       showError(p.message);
+      break;
+    case "voicechat.call.ended":
+      // The socket closes next; a client must not redial on its own. The goodbye already
+      // queued keeps playing.
+      wantConnected = false;
+      hook.endedReason = p.reason || "";
+      setState("ended", p.message || ENDED_LABELS[p.reason] || `The call ended (${p.reason}).`);
       break;
     default:
       if (event.eventType.endsWith(".error")) showError(p.message || "Unknown error");

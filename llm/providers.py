@@ -67,7 +67,7 @@ class ChatDelta:
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    tool_calls: list[dict] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
     finish_reason: str | None = None
 
 

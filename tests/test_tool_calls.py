@@ -503,3 +503,15 @@ async def test_an_empty_required_text_is_refused_by_name():
         "ok": False,
         "error": "Invalid arguments: 'start' must not be empty.",
     }
+
+
+async def test_when_the_goodbye_after_end_call_fails_the_caller_still_hears_a_goodbye_not_a_question():
+    _, conversation, _ = _setup(
+        FakeReply(tool_calls=[FakeToolCall("end_call", {"outcome": "not_interested"})]),
+        FakeReply(fault=Fault.SERVER_ERROR),
+    )
+    sink = RecordingSink()
+    reply = await conversation.respond("bye", sink=sink)
+    assert sink.spoken == [DEFAULT_GOODBYE]
+    assert reply.end_call is not None and reply.end_call.by == "tool"
+    assert reply.fallback_tier == 1 and reply.error is not None

@@ -231,3 +231,37 @@ def test_the_server_log_has_no_line_twice(seeded_server):
     lines = [line for line in seeded_server["log"].read_text().splitlines() if line.strip()]
     repeated = [line for line, count in collections.Counter(lines).items() if count > 1 and "GET" not in line]
     assert repeated == []
+
+
+def test_live_messages_look_like_loaded_ones(browser, staff_server):  # noqa: F811
+    base = staff_server["url"]
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    caller, staff = context.new_page(), context.new_page()
+    caller.goto(base + "/")
+    caller.get_by_test_id("connect").click()
+    caller.wait_for_function("window.vantumConsole.state === 'connected'")
+    session_id = caller.evaluate("window.vantumConsole.sessionId")
+    with sqlite3.connect(staff_server["database"]) as db:
+        for _ in range(50):  # the call row is written off the call path
+            row = db.execute(
+                "SELECT id FROM calls_call WHERE session_id = ?", (session_id.replace("-", ""),)
+            ).fetchone()
+            if row:
+                break
+            caller.wait_for_timeout(100)
+    _login(staff, base)
+    staff.goto(f"{base}/admin/calls/call/{row[0]}/follow/")
+    staff.wait_for_selector("text=Live: new messages appear as they happen.")
+    caller.get_by_test_id("text-input").fill("What does it cost?")
+    caller.get_by_test_id("send").click()
+    caller.wait_for_function("window.vantumConsole.repliesCompleted >= 1", timeout=20000)
+    agent = staff.locator("#live-transcript .vv-assistant").last
+    agent.locator(".vv-timings").wait_for(timeout=10000)
+    assert staff.locator("#live-transcript .vv-user .vv-time").first.inner_text().count(":") == 2
+    assert agent.locator(".vv-time").inner_text().count(":") == 2
+    timing = agent.locator(".vv-timings").inner_text()
+    assert timing.startswith("first token ") and timing.endswith(" chunks")
+    staff.screenshot(path=str(_artifact("staff/follow-live.png")), full_page=True)
+    caller.get_by_test_id("hangup").click()
+    staff.wait_for_selector("text=The call ended (hangup).")
+    context.close()

@@ -183,7 +183,7 @@ class PromptVersionAdmin(admin.ModelAdmin):
         old_qs = PromptVersion.objects.filter(profile_id=new.profile_id)
         old = (
             get_object_or_404(old_qs, pk=against)
-            if against and against.isdigit()
+            if against and against.isdecimal()
             else old_qs.filter(number__lt=new.number).order_by("-number").first()
         )
         context = {

@@ -216,6 +216,8 @@ class CallAdmin(admin.ModelAdmin):
         return export_response(call_ids=queryset.values_list("pk", flat=True), fmt="json")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not str(object_id).isdecimal():  # "abc" is no call (not a server error)
+            raise Http404("No call has this id.")
         call = get_object_or_404(call_list(), pk=object_id)
         extra_context = {
             **(extra_context or {}),
@@ -327,6 +329,8 @@ class CallAdmin(admin.ModelAdmin):
             return HttpResponse("Ending a call needs a POST by staff allowed to end calls.", status=403)
         call = get_object_or_404(Call, pk=pk)
         # Whichever server process holds the call gets this through the channel layer.
-        async_to_sync(live.request_call_end)(session_id=call.session_id, reason="staff_ended")
-        messages.success(request, f"Asked the server to end {call}.")
+        if async_to_sync(live.request_call_end)(session_id=call.session_id, reason="staff_ended"):
+            messages.success(request, f"Asked the server to end {call}.")
+        else:
+            messages.error(request, f"{call} could not be ended. {live.UNAVAILABLE_MESSAGE}")
         return HttpResponseRedirect(reverse("admin:calls_call_live"))

@@ -12,13 +12,13 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.http.request import validate_host
 
 from calls import live, protocol, telemetry
+from calls.origins import origin_allowed as _origin_allowed
 from calls.session import CallSession, Request, active_call_count, has_capacity
 
 logger = logging.getLogger(__name__)
@@ -29,19 +29,6 @@ __all__ = ["BrowserPort", "CallConsumer", "active_call_count"]
 # scheduling drift (measured ~10 % behind with the product's client) plus buffering.
 PLAYBACK_SLACK_RATIO = 0.15
 PLAYBACK_SLACK_SECONDS = 0.5
-
-
-def _origin_allowed(origin: str | None) -> bool:
-    """Browsers always send Origin; a missing one is a non-browser client (nothing to forge)."""
-    if not origin:
-        return True
-    allowed_origins = settings.VANTUM_ALLOWED_ORIGINS
-    if allowed_origins:
-        return "*" in allowed_origins or origin in allowed_origins
-    host = urlsplit(origin).hostname or ""
-    return validate_host(host, settings.ALLOWED_HOSTS) or (
-        settings.DEBUG and host in {"localhost", "127.0.0.1", "::1"}
-    )
 
 
 class _RateLimiter:
@@ -154,7 +141,7 @@ class CallConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
         origin = headers.get(b"origin", b"").decode("latin-1") or None
-        if not _origin_allowed(origin):
+        if not _origin_allowed(origin, self.scope):
             logger.warning("call refused: origin %r not allowed", origin)
             telemetry.REJECTED_CALLS.labels("origin").inc()
             await self.close(code=4003)

@@ -7,14 +7,15 @@ Plain synchronous functions; the consumer never calls them between a token and i
 from __future__ import annotations
 
 import logging
+import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from calls.models import Call, Message, Outcome, OutcomeSource, Role, TurnMetrics
+from calls.models import Call, EndReason, Message, Outcome, OutcomeSource, Role, ServerInstance, TurnMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,25 @@ METRIC_FIELDS = (
     "retries",
     "error_kind",
 )
+
+
+# What PostgreSQL cannot store in text or jsonb: NUL, and lone surrogates (not UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every character the database cannot store replaced by U+FFFD, in
+    strings nested in dicts and lists too. Everything else is kept as it was: no text is
+    dropped because one character of it was unstorable (a NUL in a typed turn used to lose
+    the whole message)."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub(REPLACEMENT, value) if _UNSTORABLE.search(value) else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
 
 
 # session id -> primary key, filled by call_start: every later write of the call saves a
@@ -55,17 +75,23 @@ def call_start(
     llm_model: str = "",
     tts_engine: str = "",
     stt_engine: str = "",
+    server_instance: uuid.UUID | None = None,
 ) -> Call:
-    call = Call.objects.create(
+    """Create the call's row. Idempotent per ``session_id``: a write replayed from the spool
+    (``calls.recorder``) after its first attempt did reach the database changes nothing."""
+    call, _ = Call.objects.get_or_create(
         session_id=session_id,
-        started_at=started_at,
-        prompt_version_id=prompt_version_id,
-        prospect=prospect or {},
-        voice_id=voice_id,
-        language=language,
-        llm_model=llm_model,
-        tts_engine=tts_engine,
-        stt_engine=stt_engine,
+        defaults={
+            "started_at": started_at,
+            "prompt_version_id": prompt_version_id,
+            "prospect": storable(prospect or {}),
+            "voice_id": storable(voice_id),
+            "language": storable(language),
+            "llm_model": llm_model,
+            "tts_engine": tts_engine,
+            "stt_engine": stt_engine,
+            "server_instance": server_instance,
+        },
     )
     if len(_CALL_PKS) >= _CALL_PKS_MAX:
         _CALL_PKS.pop(next(iter(_CALL_PKS)))
@@ -82,11 +108,11 @@ def call_update_settings(
 ) -> None:
     changes: dict[str, Any] = {}
     if prospect is not None:
-        changes["prospect"] = prospect
+        changes["prospect"] = storable(prospect)
     if voice_id is not None:
-        changes["voice_id"] = voice_id
+        changes["voice_id"] = storable(voice_id)
     if language is not None:
-        changes["language"] = language
+        changes["language"] = storable(language)
     if changes:
         Call.objects.filter(session_id=session_id).update(**changes)
 
@@ -102,6 +128,7 @@ def call_end(*, session_id: uuid.UUID, reason: str, ended_at: datetime | None = 
 def message_record_user(
     *, session_id: uuid.UUID, seq: int, text: str, source: str, created_at: datetime
 ) -> Message:
+    text = storable(text)
     values = {"role": Role.USER, "text": text, "raw_text": text, "source": source, "created_at": created_at}
     return _message_save(call_pk=_call_pk(session_id), seq=seq, values=values)
 
@@ -130,6 +157,7 @@ def message_record_assistant(
     utterance_id: str,
     created_at: datetime,
     metrics: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Message:
     """Store one assistant turn and its metrics. Idempotent per (call, seq), so a retried
     write after a lost acknowledgement does not duplicate the turn."""
@@ -138,14 +166,15 @@ def message_record_assistant(
         seq=seq,
         values={
             "role": Role.ASSISTANT,
-            "text": text,
-            "raw_text": raw_text,
-            "chunks": chunks,
+            "text": storable(text),
+            "raw_text": storable(raw_text),
+            "chunks": storable(chunks),
             "interrupted": interrupted,
             "fallback_tier": fallback_tier,
             "error_kind": error_kind,
             "utterance_id": utterance_id,
             "created_at": created_at,
+            "tool_calls": tool_calls or [],
         },
     )
     values = {name: metrics.get(name) for name in METRIC_FIELDS if name in metrics}
@@ -163,6 +192,52 @@ def message_record_assistant(
 def message_mark_interrupted(*, session_id: uuid.UUID, seq: int) -> None:
     """The caller cut the reply off while it was still playing."""
     Message.objects.filter(call__session_id=session_id, seq=seq).update(interrupted=True)
+
+
+def server_instance_beat(
+    *, instance_id: uuid.UUID, hostname: str, pid: int, started_at: datetime, now: datetime | None = None
+) -> None:
+    """Record that this server process is alive (creates its row on the first beat)."""
+    now = now or timezone.now()
+    updated = ServerInstance.objects.filter(id=instance_id).update(heartbeat_at=now, stopped_at=None)
+    if not updated:
+        ServerInstance.objects.get_or_create(
+            id=instance_id,
+            defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "heartbeat_at": now},
+        )
+
+
+def server_instance_stop(*, instance_id: uuid.UUID, reason: str = "stopped") -> None:
+    """A clean stop: this process's calls were ended; it no longer beats."""
+    ServerInstance.objects.filter(id=instance_id).update(stopped_at=timezone.now(), stop_reason=reason)
+
+
+def server_instances_close_lost(
+    *, stale_after: timedelta, now: datetime | None = None, exclude: uuid.UUID | None = None
+) -> int:
+    """Close the calls left "in progress" by server processes that stopped beating (crash,
+    SIGKILL, OOM) with reason ``server_lost``, ended at the last beat. Returns the number of
+    calls closed. Safe with several processes running it at once: each update only touches
+    rows still open."""
+    now = now or timezone.now()
+    lost = ServerInstance.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=now - stale_after)
+    if exclude is not None:
+        lost = lost.exclude(id=exclude)
+    closed = 0
+    for instance in list(lost):
+        with transaction.atomic():
+            closed += Call.objects.filter(server_instance=instance.id, ended_at__isnull=True).update(
+                ended_at=instance.heartbeat_at, end_reason=EndReason.LOST
+            )
+            ServerInstance.objects.filter(id=instance.id, stopped_at__isnull=True).update(
+                stopped_at=now, stop_reason=EndReason.LOST
+            )
+    # A call whose row arrived (from a spool) after its process was already found lost.
+    stopped = ServerInstance.objects.filter(stop_reason=EndReason.LOST).values("id")
+    closed += Call.objects.filter(server_instance__in=stopped, ended_at__isnull=True).update(
+        ended_at=now, end_reason=EndReason.LOST
+    )
+    return closed
 
 
 def call_set_outcome(*, session_id: uuid.UUID, outcome: str, source: str, summary: str = "") -> bool:

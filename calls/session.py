@@ -25,6 +25,8 @@ from django.utils import timezone
 
 from agents.selectors import llm_config_for_version, prompt_version_for_new_call
 from agents.services import prompt_version_ensure_initial
+from bookings.services import bookings_link_call
+from bookings.tools import call_tool_registry
 from calls import live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
 from calls.recorder import TranscriptRecorder
@@ -122,7 +124,11 @@ class CallSession:
             version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
         config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
         self.conversation = Conversation(
-            call_id=self.session_id, provider=self.engines.chat, config=config, metrics=LLM_METRICS
+            call_id=self.session_id,
+            provider=self.engines.chat,
+            config=config,
+            metrics=LLM_METRICS,
+            tools=call_tool_registry(timeout=config.tool_timeout),
         )
         self._started = True
         _active_calls.add(self.session_id)
@@ -135,7 +141,8 @@ class CallSession:
             started_at=timezone.now(),
             prompt_version_id=version.pk,
             voice_id=self.voice_id,
-            llm_model=config.params.model,
+            # The demo responder is no model: never store a real model's name for it.
+            llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
         )
@@ -163,6 +170,7 @@ class CallSession:
         self.recorder.record(
             services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
         )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         self._publish({"kind": "ended", "reason": reason})
         await self.recorder.close(wait_seconds=5)
         if self.recording is not None:
@@ -350,6 +358,17 @@ class CallSession:
             if reply.chunks or reply.interrupted:
                 self.last_speaker = (speaker, reply_seq)
                 self._record_reply(reply, speaker, reply_seq, utterance_id)
+        if reply.end_call is not None:
+            await self._end_after_reply(reply)
+
+    async def _end_after_reply(self, reply: Reply) -> None:
+        """The agent's ``end_call`` or the tier 3 exit: the goodbye's audio has all been sent
+        (``respond`` returned after the last chunk, then ``response.complete``), so end now,
+        without cutting that audio short at the caller's end."""
+        if reply.end_call.by == "fallback":
+            self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
+        self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        await self.end(reason=reply.end_call.reason)
 
     async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:
         transcriber = self.engines.transcriber
@@ -403,6 +422,7 @@ class CallSession:
             error_kind=error_kind,
             utterance_id=utterance_id,
             created_at=timezone.now(),
+            tool_calls=[call.record() for call in reply.tool_calls],
             metrics={
                 "first_token_ms": metrics["firstTokenMs"],
                 "first_chunk_ms": metrics["firstChunkMs"],

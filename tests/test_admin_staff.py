@@ -240,7 +240,7 @@ def test_the_history_shows_what_changed(admin_client, version):
 
 def test_the_preview_shows_the_final_prompt_for_a_sample_prospect(admin_client, version):
     html = admin_client.get(f"/admin/agents/promptversion/{version.pk}/change/").content.decode()
-    assert "You are speaking with Dana Ruiz." in html
+    assert "{&quot;name&quot;: &quot;Dana Ruiz&quot;, &quot;company&quot;: &quot;Acme Logistics&quot;" in html
 
 
 # --- live calls, dashboard, metrics, retention ----------------------------------------------

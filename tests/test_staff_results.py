@@ -241,7 +241,7 @@ def test_every_log_line_is_printed_once():
         "logging.getLogger('django.request').warning('once-django'); "
         "logging.getLogger('calls.x').warning('once-calls')"
     )
-    env = {"DJANGO_SETTINGS_MODULE": "vantum.settings", "PATH": "/usr/bin:/bin"}
+    env = {"DJANGO_SETTINGS_MODULE": "vantum.settings", "DJANGO_DEBUG": "true", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -58,7 +58,10 @@ function connect() {
   wantConnected = true;
   setState("connecting", "Connecting…");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  // With VANTUM_CALL_TOKENS set, open the console as /?token=... and the call carries it.
+  const token = new URLSearchParams(location.search).get("token");
+  const query = token ? `?token=${encodeURIComponent(token)}` : "";
+  socket = new WebSocket(`${scheme}://${location.host}/ws${query}`);
   socket.binaryType = "arraybuffer";
   socket.onmessage = (message) => {
     if (typeof message.data === "string") return; // the protocol is binary only

@@ -226,6 +226,12 @@ def test_the_admin_is_branded_and_links_to_the_staff_pages(admin_client):
     assert (ROOT / "static/vantum_admin/favicon.svg").exists()
 
 
+def test_favicon_ico_is_served_at_the_root(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content)[:4] == b"\x00\x00\x01\x00"  # an ICO header
+
+
 def test_field_labels_read_like_words(admin_client, version):  # noqa: F811
     make_call(version)
     html = admin_client.get("/admin/calls/call/").content.decode()

@@ -265,3 +265,35 @@ def test_live_messages_look_like_loaded_ones(browser, staff_server):  # noqa: F8
     caller.get_by_test_id("hangup").click()
     staff.wait_for_selector("text=The call ended (hangup).")
     context.close()
+
+
+def test_a_typed_call_books_a_meeting_and_staff_find_it_with_outcome_and_recording(browser, staff_server):  # noqa: F811
+    base = staff_server["url"]
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
+    page = context.new_page()
+    page.goto(base + "/")
+    page.get_by_test_id("connect").click()
+    page.wait_for_function("window.vantumConsole.state === 'connected'")
+    session_id = page.evaluate("window.vantumConsole.sessionId")
+    page.get_by_test_id("text-input").fill("Tuesday works for me")
+    page.get_by_test_id("send").click()
+    page.wait_for_function("window.vantumConsole.repliesCompleted >= 1", timeout=30000)
+    page.get_by_test_id("hangup").click()
+    page.wait_for_timeout(500)
+
+    _login(page, base)
+    page.goto(f"{base}/admin/calls/call/?q={session_id}")
+    row = page.locator("#result_list tbody tr").first
+    assert row.locator("td.field-outcome_display").inner_text() == "Meeting booked"
+    row.locator("th a").click()
+    page.wait_for_selector("#call-outcome")
+    assert page.locator("#call-outcome").inner_text().startswith("Meeting booked")
+    recording = page.request.get(base + page.locator("audio#call-recording").get_attribute("src"))
+    assert recording.status == 200 and recording.body()[:4] == b"RIFF"
+    page.screenshot(path=str(_artifact("staff/booked-call.png")), full_page=True)
+
+    page.goto(f"{base}/admin/bookings/meeting/")
+    meeting = page.locator("#result_list tbody tr").first
+    assert "30" in meeting.locator("td.field-duration_minutes").inner_text()
+    assert meeting.locator("td.field-call_link a").count() == 1
+    context.close()

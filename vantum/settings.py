@@ -335,3 +335,5 @@ LOGGING = {
 # Call recordings (and any other upload) go through the default storage: a local folder.
 # Never served at a public URL: staff play them through an admin view that checks permissions.
 MEDIA_URL = "media/"
+# Files served at the site's root by WhiteNoise: /favicon.ico (browsers ask for it on every page).
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"

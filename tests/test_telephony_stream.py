@@ -90,9 +90,10 @@ async def test_inbound_call_holds_a_two_turn_conversation(twilio, use_engines):
     await leg.silence(0.3)
     assert leg.events("media") == []  # inbound: the agent waits for the caller
     for _turn in range(2):
+        before = len(leg.events("media"))
         await leg.say(caller_speech(0.8))
         await leg.silence(0.8)
-        await leg.until_quiet()
+        await leg.until_quiet(after=before)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()

@@ -94,7 +94,12 @@ class TwilioPort:
 
     async def _mark(self, reply: _Reply, *, chunk: int | None, utterance_id: str | None = None) -> None:
         uid = utterance_id or next(u for u, r in self._replies.items() if r is reply)
-        name = f"m{next(self._names)}"
+        # The name says what the mark closes (a chunk, a reply's end, or just progress):
+        # Twilio only echoes it, and logs and tests can read it.
+        kind = (
+            "end" if reply.complete and chunk == reply.chunk else "chunk" if chunk is not None else "progress"
+        )
+        name = f"m{next(self._names)}:{kind}"
         self._marks[name] = _Mark(uid, reply.sent_seconds, chunk)
         reply.last_mark_seconds = reply.sent_seconds
         self._all_played.clear()

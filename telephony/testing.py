@@ -220,6 +220,18 @@ class PhoneLeg:
     def media_seconds(self) -> float:
         return sum(len(base64.b64decode(m["media"]["payload"])) for m in self.events("media")) / 8000
 
+    def replies_played(self) -> int:
+        """Replies the phone played to their end (their closing mark echoed)."""
+        return sum(1 for name in self.marks_acked if name.endswith(":end"))
+
+    async def until_replies_played(self, count: int, *, timeout: float = 20.0) -> None:
+        """Until ``count`` replies in all have played to their end."""
+        deadline = time.monotonic() + timeout
+        while self.replies_played() < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self.replies_played() < count:
+            raise TimeoutError(f"{self.replies_played()} replies played, not {count}")
+
     async def until_quiet(
         self, *, quiet: float = 0.4, timeout: float = 20.0, need_media: bool = True, after: int | None = None
     ) -> None:

@@ -89,11 +89,10 @@ async def test_inbound_call_holds_a_two_turn_conversation(twilio, use_engines):
     _, leg = await _connect(twilio, "CA0003")
     await leg.silence(0.3)
     assert leg.events("media") == []  # inbound: the agent waits for the caller
-    for _turn in range(2):
-        before = len(leg.events("media"))
+    for turn in range(2):
         await leg.say(caller_speech(0.8))
         await leg.silence(0.8)
-        await leg.until_quiet(after=before)
+        await leg.until_replies_played(turn + 1)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()
@@ -133,7 +132,7 @@ async def test_outbound_call_the_agent_opens_with_the_prospects_name(twilio, use
     assert stream.parameters["prospect"] == str(prospect.pk)
     _connected, leg = await twilio.open_stream(stream, call_sid="CA0004", speed=20.0)
     await leg.start(stream.parameters)
-    await leg.until_quiet()
+    await leg.until_replies_played(1)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()
@@ -277,7 +276,7 @@ async def test_malformed_unknown_and_garbage_frames_are_ignored_and_the_call_goe
         await leg.send_raw(junk)
     await leg.say(caller_speech(0.6))
     await leg.silence(0.8)
-    await leg.until_quiet()
+    await leg.until_replies_played(1)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()

@@ -126,6 +126,15 @@ class BrowserPort:
     async def call_ended(self, reason: str, message: str | None) -> None:
         await self._send(protocol.encode_call_ended(self.session_id, reason, message))
 
+    async def speech_started(self, at_ms: int) -> None:
+        await self._send(protocol.encode_speech_started(self.session_id, at_ms))
+
+    async def speech_stopped(self, at_ms: int) -> None:
+        await self._send(protocol.encode_speech_stopped(self.session_id, at_ms))
+
+    async def transcript_partial(self, text: str) -> None:
+        await self._send(protocol.encode_transcript_partial(self.session_id, text))
+
     async def close(self, code: int) -> None:
         if not self.closed:
             await self.consumer.close(code=code)
@@ -179,7 +188,12 @@ class CallConsumer(AsyncWebsocketConsumer):
         self.rate_limited_at = 0.0
         await self.accept()
         await self.channel_layer.group_add(live.call_group(session.session_id), self.channel_name)
-        await self.send(bytes_data=protocol.encode_connection_ack(session.session_id))
+        transcriber = session.engines.transcriber
+        capabilities = {
+            "speechToText": transcriber.name if transcriber else None,
+            "turnDetection": ["client", "server"] if transcriber else ["client"],
+        }
+        await self.send(bytes_data=protocol.encode_connection_ack(session.session_id, capabilities))
 
     async def disconnect(self, code: int) -> None:
         session = self.session
@@ -254,4 +268,5 @@ class CallConsumer(AsyncWebsocketConsumer):
                 prospect=payload.get("prospect"),
                 voice_id=payload.get("voiceId"),
                 language=payload.get("language"),
+                turn_detection=payload.get("turnDetection"),
             )

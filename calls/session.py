@@ -27,6 +27,7 @@ from agents.selectors import llm_config_for_version
 from agents.services import prompt_version_ensure_initial
 from calls import live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
+from calls.listening import HeardTurn, Listener
 from calls.recorder import TranscriptRecorder
 from calls.speech_out import ReplySpeaker
 from llm.session import Conversation, QueueFullError
@@ -71,6 +72,10 @@ class CallPort(Protocol):
     async def speech_error(self, error_type: str, message: str, retryable: bool) -> None: ...
     async def call_ended(self, reason: str, message: str | None) -> None: ...
     async def close(self, code: int) -> None: ...
+    # Hands-free (server turn detection); ``at_ms`` is audio time since listening began.
+    async def speech_started(self, at_ms: int) -> None: ...
+    async def speech_stopped(self, at_ms: int) -> None: ...
+    async def transcript_partial(self, text: str) -> None: ...
 
     def played_seconds(self, utterance_id: str) -> float:
         """Seconds of this reply's audio the caller has heard so far (best knowledge)."""
@@ -108,6 +113,13 @@ class CallSession:
         self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
         self.utterance_too_long = False
         self._started = False
+        # Hands-free: the listener exists while turnDetection is "server".
+        self.turn_detection = "client"
+        self.listener: Listener | None = None
+        self.input_rate = protocol.DEFAULT_SAMPLING_RATE  # from the last audio.start
+        self.transcribing: dict[asyncio.Task[None], HeardTurn] = {}  # voice turns not yet committed
+        self.carry_audio = b""  # a turn the caller went on from: joins the next one
+        self.voices_told: set[str] = set()
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -144,6 +156,8 @@ class CallSession:
         get_session_registry().unregister(self.session_id)
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
+        if self.listener is not None:
+            await self.listener.close()
         tasks = list(self.turn_tasks)
         for task in tasks:
             task.cancel()
@@ -174,13 +188,23 @@ class CallSession:
     async def audio_start(
         self, *, request: Request, sample_rate: int | None, voice_id: str | None, language: str | None
     ) -> None:
-        """The caller starts talking (client turn detection): a barge-in, then a new utterance."""
+        """The caller starts talking (client turn detection): a barge-in, then a new utterance.
+
+        With server turn detection it only sets the rate of the chunks that follow: the
+        caller's voice, not the button, decides when a turn starts and cuts the agent."""
+        self.input_rate = sample_rate or protocol.DEFAULT_SAMPLING_RATE
+        await self._apply_voice(voice_id, language)
+        if self.listener is not None:
+            return
         await self._barge_in()
-        self._apply_voice(voice_id, language)
-        self._begin_utterance(sample_rate or protocol.DEFAULT_SAMPLING_RATE)
+        self._begin_utterance(self.input_rate)
 
     def audio_chunk(self, pcm: bytes, *, muted: bool = False) -> None:
         """Caller audio at the utterance's rate; muted chunks carry no speech."""
+        if self.listener is not None:
+            # A muted chunk is silence for the detector: audio time goes on, a turn can end.
+            self.listener.feed(bytes(len(pcm)) if muted else pcm, self.input_rate)
+            return
         if muted:
             return
         if self.utterance is None:
@@ -193,7 +217,11 @@ class CallSession:
         self.utterance.extend(pcm)
 
     async def audio_end(self, *, request: Request) -> None:
-        """The caller's utterance is over: transcribe it, then answer."""
+        """The caller's utterance is over: transcribe it, then answer. With server turn
+        detection: the turn in progress ends now (nothing happens when none is)."""
+        if self.listener is not None:
+            self.listener.end_now()
+            return
         pcm, rate, too_long = bytes(self.utterance or b""), self.utterance_rate, self.utterance_too_long
         self.utterance = None
         self.utterance_too_long = False
@@ -218,11 +246,14 @@ class CallSession:
         prospect: dict[str, str] | None = None,
         voice_id: str | None = None,
         language: str | None = None,
+        turn_detection: str | None = None,
     ) -> None:
-        """Prospect data, voice and language for the following turns."""
+        """Prospect data, voice, language and turn detection for the following turns."""
         if prospect:
             self.conversation.update_prospect(prospect)
-        self._apply_voice(voice_id, language)
+        await self._apply_voice(voice_id, language)
+        if turn_detection is not None:
+            await self._set_turn_detection(turn_detection, request)
         self.recorder.record(
             services.call_update_settings,
             session_id=self.call_uuid,
@@ -236,11 +267,84 @@ class CallSession:
         self.utterance_rate = rate
         self.utterance_too_long = False
 
-    def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
+    async def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
         if voice_id:
-            self.voice_id = self.engines.speech.resolve_voice(voice_id)
+            self.voice_id, known = resolve_voice_alias(self.engines.speech, voice_id)
+            if not known and voice_id not in self.voices_told:
+                self.voices_told.add(voice_id)  # once per voice and call: clients resend it often
+                await self.port.speech_error(
+                    "voice",
+                    f"The voice {voice_id!r} is not available on this server; the agent speaks with "
+                    f"{self.voice_id!r}. Map it with VOICE_ALIASES.",
+                    False,
+                )
         if language:
             self.language = language
+
+    # ---------------------------------------------------------------- hands-free
+    async def _set_turn_detection(self, mode: str, request: Request) -> None:
+        """Switch between client ("client": audio.start/audio.end) and server turn detection.
+
+        A switch drops what the other mode had half-heard: an open client utterance, or the
+        detector's turn in progress (audio time restarts at 0)."""
+        if mode == self.turn_detection:
+            return
+        if mode == "server":
+            if self.engines.transcriber is None:
+                await self.port.request_error(
+                    request,
+                    "Hands-free needs speech-to-text, which is not configured on this server. "
+                    "Please type your message instead.",
+                )
+                return
+            self.utterance = None
+            self.listener = Listener(host=self, transcriber=self.engines.transcriber)
+        else:
+            listener, self.listener = self.listener, None
+            if listener is not None:
+                await listener.close()
+        self.turn_detection = mode
+        logger.info("call=%s turn detection: %s", self.session_id, mode)
+
+    async def caller_confirmed_speech(self) -> None:
+        """Voice barge-in: the caller has talked for at least ``BARGE_IN_MIN_SPEECH_MS``.
+
+        A voice turn still being transcribed is dropped and its audio joins the coming turn
+        (the caller only paused); a reply being produced or possibly still playing is cut
+        exactly as a typed barge-in cuts it (``response.stop``, only what was heard kept).
+        After a false start (the caller stops, no words) the cut reply is not resumed: the
+        caller has heard the agent stop and now has the turn; replaying the rest of a
+        sentence cut at an unknown word would sound broken, and the transcript already
+        records what was heard.
+        """
+        for task, heard in list(self.transcribing.items()):
+            if heard.forced:
+                continue  # a forced turn is final: continuous speech must not grow it forever
+            task.cancel()
+            self.transcribing.pop(task, None)
+            self._carry(heard.audio)
+        await self._barge_in()
+
+    def _carry(self, audio: bytes) -> None:
+        limit = 2 * 16000 * int(self.listener.detector.config.max_turn_ms if self.listener else 28000) // 1000
+        self.carry_audio = (self.carry_audio + audio)[-limit:]
+
+    def caller_turn_ended(self, turn: HeardTurn) -> None:
+        """The detector ended a caller turn: answer it (transcription first, in the turn task)."""
+        if self.carry_audio:
+            if turn.transcript is not None:
+                turn.transcript.cancel()  # it heard only the second half
+            turn = HeardTurn(
+                audio=self.carry_audio + turn.audio,
+                transcript=None,
+                forced=turn.forced,
+                reason=turn.reason,
+                speech_end_ms=turn.speech_end_ms,
+                ended_at_ms=turn.ended_at_ms,
+            )
+            self.carry_audio = b""
+        task = self._start_turn(request=Request(protocol.AUDIO_CHUNK), heard=turn)
+        self.transcribing[task] = turn
 
     # ---------------------------------------------------------------- turns
     async def _barge_in(self) -> None:
@@ -260,17 +364,35 @@ class CallSession:
             self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
 
     def _start_turn(
-        self, *, request: Request, text: str | None = None, voice: tuple[bytes, int] | None = None
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice))
+        self,
+        *,
+        request: Request,
+        text: str | None = None,
+        voice: tuple[bytes, int] | None = None,
+        heard: HeardTurn | None = None,
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice, heard))
         self.turn_tasks.add(task)
         task.add_done_callback(self.turn_tasks.discard)
+        return task
 
-    async def _run_turn(self, request: Request, text: str | None, voice: tuple[bytes, int] | None) -> None:
+    async def _run_turn(
+        self,
+        request: Request,
+        text: str | None,
+        voice: tuple[bytes, int] | None,
+        heard: HeardTurn | None = None,
+    ) -> None:
         source = "text"
         if voice is not None:
             source = "voice"
             text = await self._transcribe(request, *voice)
+        elif heard is not None:
+            source = "voice"
+            try:
+                text = await self._transcribe_heard(heard)
+            finally:
+                self.transcribing.pop(asyncio.current_task(), None)
         if not text:
             return
         try:
@@ -359,6 +481,34 @@ class CallSession:
             return None
         return text.strip()
 
+    async def _transcribe_heard(self, heard: HeardTurn) -> str | None:
+        """Words of a turn the detector found: the speculative/streaming result when there is
+        one, else a transcription now. No error event for no words: the detector already
+        judged it speech, and in hands-free a noise that fooled it should pass quietly."""
+        try:
+            if heard.transcript is not None:
+                try:
+                    text = await heard.transcript
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():
+                        raise
+                    text = None  # the speculation was dropped: transcribe now
+                if text is not None:
+                    return text.strip() or None
+            text = await self.engines.transcriber.transcribe(
+                heard.audio, sample_rate=16000, language=self.language, call_id=self.session_id
+            )
+        except TranscriptionError as error:
+            await self.port.request_error(Request(protocol.AUDIO_CHUNK), str(error))
+            return None
+        except asyncio.CancelledError:
+            if heard.transcript is not None:
+                heard.transcript.cancel()
+            raise
+        if not text.strip():
+            logger.info("call=%s a detected turn had no words", self.session_id)
+        return text.strip() or None
+
     def _record_reply(self, reply: Reply, speaker: ReplySpeaker, seq: int, utterance_id: str) -> None:
         metrics = self._turn_metrics(reply, speaker)
         outcome = "interrupted" if reply.interrupted else "fallback" if reply.fallback_tier else "ok"
@@ -437,6 +587,29 @@ class CallSession:
         )
         self.side_tasks.add(task)
         task.add_done_callback(self.side_tasks.discard)
+
+
+def parse_voice_aliases(spec: str) -> dict[str, tuple[str, ...]]:
+    """``"kyle=en_US-joe-medium|en-us,tessa=en-us+f3"`` -> ``{"kyle": ("en_US-joe-medium",
+    "en-us"), ...}``: a client's voice id (case-insensitive) -> local voices, first known wins."""
+    aliases: dict[str, tuple[str, ...]] = {}
+    for item in spec.split(","):
+        name, sep, targets = item.partition("=")
+        if sep and name.strip() and targets.strip():
+            aliases[name.strip().lower()] = tuple(t.strip() for t in targets.split("|") if t.strip())
+    return aliases
+
+
+def resolve_voice_alias(engine: Any, voice_id: str) -> tuple[str, bool]:
+    """(the engine's voice for ``voice_id``, whether it was known: itself or an alias).
+
+    A voice is known when the engine lists it or takes it as it is (Cartesia takes any id)."""
+    known_ids = {voice.id for voice in engine.voices()}
+    aliases = parse_voice_aliases(settings.VOICE_ALIASES).get(voice_id.strip().lower(), ())
+    for candidate in (voice_id, *aliases):
+        if candidate in known_ids or engine.resolve_voice(candidate) == candidate:
+            return engine.resolve_voice(candidate), True
+    return engine.resolve_voice(voice_id), False
 
 
 def _seconds(ms: float | None) -> float | None:

@@ -18,6 +18,8 @@ from llm.metrics import LLMServiceMetrics
 from llm.providers import ChatProvider
 from llm.session import SessionRegistry
 from stt.base import Transcriber
+from stt.turn_detection import TurnConfig
+from stt.vad import VadFactory
 from tts.base import SpeechEngine
 
 logger = logging.getLogger(__name__)
@@ -52,14 +54,45 @@ def build_chat_provider() -> ChatProvider:
 
 
 def build_transcriber() -> Transcriber | None:
-    """The configured speech-to-text engine, or None when there is none (typed turns only)."""
+    """The configured speech-to-text engine, or None when there is none (typed turns only).
+
+    ``local`` (the default) loads offline Whisper here, at server start, so the first caller
+    never waits for it. ``auto`` picks a cloud engine only when one is configured.
+    """
     engine = settings.STT_ENGINE.lower()
     api_key = settings.STT_API_KEY or settings.VANTUM_LLM.api_key
     base_url = settings.STT_BASE_URL or settings.VANTUM_LLM.base_url
     if engine == "auto":
-        engine = "openai" if (api_key or settings.STT_BASE_URL) else "none"
+        if settings.STT_API_KEY or settings.STT_BASE_URL:
+            engine = "openai"
+        elif settings.DEEPGRAM_API_KEY:
+            engine = "deepgram"
+        else:
+            engine = "local"
     if engine == "none":
         return None
+    if engine == "local":
+        from pathlib import Path
+
+        from stt.local_whisper import LocalWhisperTranscriber
+
+        return LocalWhisperTranscriber(
+            model=settings.STT_LOCAL_MODEL,
+            max_concurrent=settings.STT_MAX_CONCURRENT or None,
+            cache_dir=Path(settings.VANTUM_CACHE_DIR) if settings.VANTUM_CACHE_DIR else None,
+            window_seconds=settings.STT_LOCAL_WINDOW_SECONDS,
+        )
+    if engine == "deepgram":
+        from stt.deepgram import DeepgramTranscriber
+
+        if not settings.DEEPGRAM_API_KEY:
+            raise ValueError("STT_ENGINE=deepgram needs DEEPGRAM_API_KEY")
+        return DeepgramTranscriber(
+            api_key=settings.DEEPGRAM_API_KEY,
+            model=settings.DEEPGRAM_MODEL,
+            url=settings.DEEPGRAM_URL,
+            timeout=settings.STT_TIMEOUT,
+        )
     from stt.openai_stt import OpenAITranscriber
 
     if engine == "openai":
@@ -81,7 +114,32 @@ def build_transcriber() -> Transcriber | None:
         )
         transcriber.name = "fake (tests only)"
         return transcriber
-    raise ValueError(f"STT_ENGINE: unknown engine {engine!r} (auto, openai, fake, none)")
+    raise ValueError(f"STT_ENGINE: unknown engine {engine!r} (local, openai, deepgram, auto, fake, none)")
+
+
+def build_vad_factory() -> VadFactory:
+    """Per-call VAD streams: Silero (one model per process, loaded now) or the energy detector."""
+    from stt.vad import energy_factory, silero_factory
+
+    engine = settings.VAD_ENGINE.lower()
+    if engine == "silero":
+        return silero_factory()
+    if engine == "energy":
+        return energy_factory()
+    raise ValueError(f"VAD_ENGINE: unknown engine {engine!r} (silero, energy)")
+
+
+def build_turn_config() -> TurnConfig:
+    """Server-side turn detection timings from settings (see stt.turn_detection.TurnConfig)."""
+    return TurnConfig(
+        end_silence_ms=settings.TURN_END_SILENCE_MS,
+        barge_in_min_speech_ms=settings.BARGE_IN_MIN_SPEECH_MS,
+        min_speech_ms=settings.TURN_MIN_SPEECH_MS,
+        speech_threshold=settings.TURN_SPEECH_THRESHOLD,
+        padding_ms=settings.TURN_PADDING_MS,
+        max_turn_ms=settings.TURN_MAX_MS,
+        pause_ms=min(settings.TURN_PAUSE_MS, settings.TURN_END_SILENCE_MS),
+    )
 
 
 def build_speech_engine() -> SpeechEngine:

@@ -42,7 +42,7 @@ try:
     VANTUM_LLM = llm_config_from_env()
 
     # --- speech to text
-    STT_ENGINE = env_str("STT_ENGINE", "auto")
+    STT_ENGINE = env_str("STT_ENGINE", "local")
     STT_MODEL = env_str("STT_MODEL", "gpt-4o-mini-transcribe")
     STT_BASE_URL = env_str("STT_BASE_URL", "")
     STT_API_KEY = env_str("STT_API_KEY", "")
@@ -52,6 +52,22 @@ try:
     STT_FAKE_TEXT = env_str("STT_FAKE_TEXT", "Hello, can you tell me about your pricing?")
     # Hands-free: transcribe a turn speculatively as soon as the caller pauses.
     STT_SPECULATIVE = env_bool("STT_SPECULATIVE", True)
+    # Listening (issue 9): offline Whisper, Silero VAD, server-side turn detection, Deepgram.
+    STT_LOCAL_MODEL = env_str("STT_LOCAL_MODEL", "tiny.en")
+    STT_LOCAL_WINDOW_SECONDS = env_float("STT_LOCAL_WINDOW_SECONDS", 10.0, minimum=1.0)
+    STT_MAX_CONCURRENT = env_int("STT_MAX_CONCURRENT", 0, minimum=0)
+    VANTUM_CACHE_DIR = env_str("VANTUM_CACHE_DIR", "")
+    VAD_ENGINE = env_str("VAD_ENGINE", "silero")
+    TURN_END_SILENCE_MS = env_int("TURN_END_SILENCE_MS", 400, minimum=100, maximum=5000)
+    BARGE_IN_MIN_SPEECH_MS = env_int("BARGE_IN_MIN_SPEECH_MS", 250, minimum=0, maximum=5000)
+    TURN_MIN_SPEECH_MS = env_int("TURN_MIN_SPEECH_MS", 96, minimum=32, maximum=2000)
+    TURN_SPEECH_THRESHOLD = env_float("TURN_SPEECH_THRESHOLD", 0.5, minimum=0.05, maximum=0.95)
+    TURN_PADDING_MS = env_int("TURN_PADDING_MS", 256, minimum=0, maximum=2000)
+    TURN_PAUSE_MS = env_int("TURN_PAUSE_MS", 128, minimum=0, maximum=2000)
+    TURN_MAX_MS = env_int("TURN_MAX_MS", 28000, minimum=1000, maximum=29000)
+    DEEPGRAM_API_KEY = env_str("DEEPGRAM_API_KEY", "")
+    DEEPGRAM_MODEL = env_str("DEEPGRAM_MODEL", "nova-3")
+    DEEPGRAM_URL = env_str("DEEPGRAM_URL", "wss://api.deepgram.com/v1/listen")
 
     # --- text to speech
     TTS_ENGINE = env_str("TTS_ENGINE", "piper")

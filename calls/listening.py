@@ -28,7 +28,7 @@ import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
@@ -36,7 +36,7 @@ from django.conf import settings
 from stt.base import TranscriptionError
 
 if TYPE_CHECKING:
-    from stt.turn_detection import TurnConfig, TurnDetector, TurnEnded
+    from stt.turn_detection import TurnDetector, TurnEnded
 
 logger = logging.getLogger(__name__)
 
@@ -44,55 +44,18 @@ DETECTOR_RATE = 16000  # the detector's audio (TurnEnded.audio, PauseStarted.aud
 QUEUE_LIMIT = 512
 PREROLL_MS = 500  # raw audio kept for a streaming engine, sent when speech starts
 
-# TurnConfig field -> the setting that overrides it (when the settings module defines it).
-_CONFIG_SETTINGS = {
-    "end_silence_ms": "TURN_END_SILENCE_MS",
-    "barge_in_min_speech_ms": "BARGE_IN_MIN_SPEECH_MS",
-    "min_speech_ms": "TURN_MIN_SPEECH_MS",
-    "speech_threshold": "VAD_SPEECH_THRESHOLD",
-    "padding_ms": "TURN_PADDING_MS",
-    "max_turn_ms": "TURN_MAX_MS",
-    "pause_ms": "TURN_PAUSE_MS",
-}
-
-
-def turn_config_from_settings() -> TurnConfig:
-    """The detector's timings: ``TurnConfig``'s defaults, overridden by the settings that exist."""
-    from stt.turn_detection import TurnConfig
-
-    config = TurnConfig()
-    known = {f.name for f in fields(config)}
-    overrides = {
-        field: getattr(settings, name)
-        for field, name in _CONFIG_SETTINGS.items()
-        if field in known and getattr(settings, name, None) is not None
-    }
-    return replace(config, **overrides)
-
-
 _vad_lock = threading.Lock()
 _vad_factory: Callable[[], Any] | None = None
 
 
 def vad_factory() -> Callable[[], Any]:
-    """Per-call VAD streams over the process's one model: the engines' builder when there is
-    one, else Silero directly, else the energy detector (logged: it cannot tell noise)."""
+    """Per-call VAD streams over the process's one model (built on first use, then kept)."""
     global _vad_factory
     with _vad_lock:
         if _vad_factory is None:
-            from calls import engines
+            from calls.engines import build_vad_factory
 
-            builder = getattr(engines, "get_vad_factory", None) or getattr(engines, "build_vad_factory", None)
-            if builder is not None:
-                _vad_factory = builder()
-            else:
-                from stt import vad
-
-                try:
-                    _vad_factory = vad.silero_factory()
-                except vad.VadUnavailable as error:
-                    logger.warning("Silero VAD unavailable (%s): using the energy detector", error)
-                    _vad_factory = vad.energy_factory()
+            _vad_factory = build_vad_factory()
         return _vad_factory
 
 
@@ -116,8 +79,9 @@ class ListeningHost(Protocol):
     session_id: str
     language: str | None
 
-    async def caller_confirmed_speech(self) -> None:
-        """The caller really talks (>= the barge-in minimum): cut the agent if it speaks."""
+    async def caller_confirmed_speech(self, onset_ms: int) -> None:
+        """The caller really talks (>= the barge-in minimum; ``onset_ms``: when this speech
+        began, audio time): cut the agent if it speaks."""
         ...
 
     def caller_turn_ended(self, turn: HeardTurn) -> None:
@@ -147,15 +111,16 @@ class Listener:
         speculative: bool | None = None,
     ) -> None:
         if detector is None:
+            from calls.engines import build_turn_config
             from stt.turn_detection import TurnDetector
 
-            detector = TurnDetector(vad=vad_factory()(), config=turn_config_from_settings())
+            detector = TurnDetector(vad=vad_factory()(), config=build_turn_config())
         self.host = host
         self.detector = detector
         self.transcriber = transcriber
         self.streaming = callable(getattr(transcriber, "open", None))
         if speculative is None:
-            speculative = getattr(settings, "STT_SPECULATIVE", True)
+            speculative = settings.STT_SPECULATIVE
         self.speculative = bool(speculative) and not self.streaming
         self.rate = DETECTOR_RATE
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
@@ -165,6 +130,7 @@ class Listener:
         # speculative transcription: (audio it ran on, task)
         self._speculation: tuple[bytes, asyncio.Task[str]] | None = None
         self._turn_open = False  # between SpeechStarted and TurnEnded
+        self._onset_ms = 0  # audio time of the current speech's onset
         # streaming engine
         self._stream: Any = None
         self._preroll: collections.deque[bytes] = collections.deque()
@@ -241,7 +207,7 @@ class Listener:
                 elif isinstance(item, td.SpeechStarted):
                     await self._speech_started(item.at_ms)
                 elif isinstance(item, td.SpeechConfirmed):
-                    await self.host.caller_confirmed_speech()
+                    await self.host.caller_confirmed_speech(self._onset_ms)
                 elif isinstance(item, td.PauseStarted):
                     self._pause_started(item.audio)
                 elif isinstance(item, td.SpeechResumed):
@@ -256,6 +222,7 @@ class Listener:
 
     async def _speech_started(self, at_ms: int) -> None:
         self._turn_open = True
+        self._onset_ms = at_ms
         await self.host.port.speech_started(at_ms)
         if self.streaming:
             await self._open_stream()

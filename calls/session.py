@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 
 _active_calls: set[str] = set()
 
+# Hands-free: speech starting this soon (audio ms) after a turn that is still being
+# transcribed continues that turn rather than interrupting its answer.
+CONTINUATION_MS = 1000
+
 
 def active_call_count() -> int:
     """Calls this process serves right now."""
@@ -306,20 +310,23 @@ class CallSession:
         self.turn_detection = mode
         logger.info("call=%s turn detection: %s", self.session_id, mode)
 
-    async def caller_confirmed_speech(self) -> None:
+    async def caller_confirmed_speech(self, onset_ms: int) -> None:
         """Voice barge-in: the caller has talked for at least ``BARGE_IN_MIN_SPEECH_MS``.
 
-        A voice turn still being transcribed is dropped and its audio joins the coming turn
-        (the caller only paused); a reply being produced or possibly still playing is cut
-        exactly as a typed barge-in cuts it (``response.stop``, only what was heard kept).
+        Speech that began within ``CONTINUATION_MS`` (audio time) of the end of a voice turn
+        still being transcribed continues that turn: the turn is dropped and its audio joins
+        the coming one (the caller only paused). Otherwise a reply being produced or possibly
+        still playing is cut exactly as a typed barge-in cuts it (``response.stop``, only what
+        was heard kept).
+
         After a false start (the caller stops, no words) the cut reply is not resumed: the
         caller has heard the agent stop and now has the turn; replaying the rest of a
         sentence cut at an unknown word would sound broken, and the transcript already
-        records what was heard.
+        records what was heard. The barge-in minimum keeps coughs and "mm-hm"s from cutting.
         """
         for task, heard in list(self.transcribing.items()):
-            if heard.forced:
-                continue  # a forced turn is final: continuous speech must not grow it forever
+            if heard.forced or not 0 <= onset_ms - heard.ended_at_ms <= CONTINUATION_MS:
+                continue  # a forced turn is final; a later start is a new turn
             task.cancel()
             self.transcribing.pop(task, None)
             self._carry(heard.audio)

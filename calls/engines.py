@@ -18,7 +18,7 @@ from llm.metrics import LLMServiceMetrics
 from llm.providers import ChatProvider
 from llm.session import SessionRegistry
 from stt.base import Transcriber
-from stt.turn_detection import TurnConfig
+from stt.turn_detection import EndOfTurnModel, TurnConfig
 from stt.vad import VadFactory
 from tts.base import SpeechEngine
 
@@ -139,7 +139,20 @@ def build_turn_config() -> TurnConfig:
         padding_ms=settings.TURN_PADDING_MS,
         max_turn_ms=settings.TURN_MAX_MS,
         pause_ms=min(settings.TURN_PAUSE_MS, settings.TURN_END_SILENCE_MS),
+        smart_wait_ms=settings.TURN_SMART_WAIT_MS,
     )
+
+
+def build_end_of_turn_model() -> EndOfTurnModel | None:
+    """Smart Turn v3.2 (one ONNX session per process) when ``TURN_SMART`` is on, else None.
+
+    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``.
+    """
+    if not settings.TURN_SMART:
+        return None
+    from stt.smart_turn import shared_smart_turn
+
+    return shared_smart_turn()
 
 
 def build_speech_engine() -> SpeechEngine:

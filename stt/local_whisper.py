@@ -313,7 +313,8 @@ class LocalWhisperTranscriber:
         return decode_tokens(tokens)
 
     def _transcribe_blocking(self, pcm: bytes, sample_rate: int, language: str | None) -> str:
-        self.started += 1
+        with self._load_lock:
+            self.started += 1
         if self._model is None:
             self.warm_up()
         audio = pcm16_to_float16k(pcm, sample_rate)

@@ -65,6 +65,8 @@ try:
     TURN_PADDING_MS = env_int("TURN_PADDING_MS", 256, minimum=0, maximum=2000)
     TURN_PAUSE_MS = env_int("TURN_PAUSE_MS", 128, minimum=0, maximum=2000)
     TURN_MAX_MS = env_int("TURN_MAX_MS", 28000, minimum=1000, maximum=29000)
+    TURN_SMART = env_bool("TURN_SMART", False)
+    TURN_SMART_WAIT_MS = env_int("TURN_SMART_WAIT_MS", 1500, minimum=0, maximum=10000)
     DEEPGRAM_API_KEY = env_str("DEEPGRAM_API_KEY", "")
     DEEPGRAM_MODEL = env_str("DEEPGRAM_MODEL", "nova-3")
     DEEPGRAM_URL = env_str("DEEPGRAM_URL", "wss://api.deepgram.com/v1/listen")

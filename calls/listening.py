@@ -69,6 +69,7 @@ class HeardTurn:
     reason: str  # "silence", "max_length", "client_end"
     speech_end_ms: int  # audio time of the caller's last speech sample
     ended_at_ms: int  # audio time of the decision
+    speech_ms: int = 0  # voiced milliseconds in the turn
     reused_speculation: bool = False
 
 
@@ -111,10 +112,14 @@ class Listener:
         speculative: bool | None = None,
     ) -> None:
         if detector is None:
-            from calls.engines import build_turn_config
+            from calls.engines import build_end_of_turn_model, build_turn_config
             from stt.turn_detection import TurnDetector
 
-            detector = TurnDetector(vad=vad_factory()(), config=build_turn_config())
+            # TURN_SMART (off by default) runs Smart Turn inside feed, on the event loop:
+            # ~10-100 ms once per long pause; see docs/BENCHMARKS.md before turning it on.
+            detector = TurnDetector(
+                vad=vad_factory()(), config=build_turn_config(), end_of_turn=build_end_of_turn_model()
+            )
         self.host = host
         self.detector = detector
         self.transcriber = transcriber
@@ -288,6 +293,7 @@ class Listener:
                 reason=event.reason,
                 speech_end_ms=getattr(event, "speech_end_ms", event.at_ms),
                 ended_at_ms=event.at_ms,
+                speech_ms=getattr(event, "speech_ms", 0),
                 reused_speculation=reused,
             )
         )

@@ -332,12 +332,37 @@ class CallSession:
             self._carry(heard.audio)
         await self._barge_in()
 
+    def _agent_may_be_speaking(self) -> bool:
+        if self.replying is not None:
+            return True
+        if self.last_speaker is None:
+            return False
+        speaker = self.last_speaker[0]
+        return speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id)
+
     def _carry(self, audio: bytes) -> None:
         limit = 2 * 16000 * int(self.listener.detector.config.max_turn_ms if self.listener else 28000) // 1000
         self.carry_audio = (self.carry_audio + audio)[-limit:]
 
     def caller_turn_ended(self, turn: HeardTurn) -> None:
-        """The detector ended a caller turn: answer it (transcription first, in the turn task)."""
+        """The detector ended a caller turn: answer it (transcription first, in the turn task).
+
+        A turn too short to interrupt (< ``BARGE_IN_MIN_SPEECH_MS`` of speech) heard while
+        the agent was speaking is a backchannel ("mm-hm", "right"): the agent keeps the
+        floor and does not answer it."""
+        if (
+            not turn.forced
+            and turn.reason != "client_end"
+            and self.listener is not None
+            and turn.speech_ms < self.listener.detector.config.barge_in_min_speech_ms
+            and self._agent_may_be_speaking()
+        ):
+            if turn.transcript is not None:
+                turn.transcript.cancel()
+            logger.info(
+                "call=%s a %d ms backchannel while the agent spoke: no turn", self.session_id, turn.speech_ms
+            )
+            return
         if self.carry_audio:
             if turn.transcript is not None:
                 turn.transcript.cancel()  # it heard only the second half

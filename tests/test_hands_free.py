@@ -341,3 +341,37 @@ async def test_client_voices_map_to_local_voices_and_an_unknown_voice_is_reporte
         "The voice 'a0e99841-438c' is not available on this server; the agent speaks with 'beep-a'. "
         "Map it with VOICE_ALIASES."
     ]
+
+
+async def test_a_streaming_engine_gets_the_audio_while_the_caller_speaks_and_partials_reach_the_caller(
+    use_engines,
+):
+    from stt.deepgram import DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    said = "Do you work with small companies?"
+    async with FakeDeepgram(transcripts=[said], words_every_ms=300) as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        session = await hands_free(port, rate=24000)
+        audio = silence(1000, 24000) + speech(said, 24000) + silence(1000, 24000)
+        for chunk in chunks(audio, 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0.03)  # a little under real time: interim words have time to come back
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    kinds = port.kinds()
+    partials = [c[1] for c in port.calls if c[0] == "partial"]
+    assert partials and all(said.startswith(p) for p in partials)
+    assert kinds.index("speech_started") < kinds.index("partial") < kinds.index("speech_stopped")
+    assert next(c for c in port.calls if c[0] == "user") == ("user", said)
+    (stream,) = fake.sessions  # one stream for the one turn
+    assert stream.params["sample_rate"] == "24000"
+    # The turn's audio went to the engine as it came: from ~0.5 s before the onset to the end.
+    assert 2 * 24000 * 1.0 < stream.audio_bytes < len(audio) - 2 * 24000 * 0.4
+    assert stream.controls[:1] == ["Finalize"]

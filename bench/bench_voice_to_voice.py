@@ -292,7 +292,11 @@ async def main() -> None:
     parser.add_argument("--silent-calls", type=int, default=20)
     parser.add_argument("--silent-seconds", type=float, default=20.0)
     parser.add_argument("--quick", action="store_true", help="a smoke run: few turns, small levels")
+    parser.add_argument("--end-silence-ms", type=int, help="TURN_END_SILENCE_MS for this run")
+    parser.add_argument("--latency-only", action="store_true", help="skip the capacity and CPU runs")
     args = parser.parse_args()
+    if args.end_silence_ms:
+        settings.TURN_END_SILENCE_MS = args.end_silence_ms
     if args.quick:
         args.turns, args.callers, args.capacity_turns, args.silent_calls = 4, "1,2", 2, 4
         args.silent_seconds = 5.0
@@ -316,13 +320,14 @@ async def main() -> None:
     }
     report["latency"] = [await latency_run(args.turns, True), await latency_run(args.turns, False)]
     levels = []
-    for callers in [int(c) for c in args.callers.split(",")]:
+    for callers in [] if args.latency_only else [int(c) for c in args.callers.split(",")]:
         levels.append(await capacity_level(callers, args.capacity_turns))
         base = levels[0]["voice_to_voice_ms_p95"]
         if levels[-1]["voice_to_voice_ms_p95"] >= 2 * base and len(levels) > 1:
             break
     report["capacity"] = levels
-    report["silent"] = await silent_listening(args.silent_calls, args.silent_seconds)
+    if not args.latency_only:
+        report["silent"] = await silent_listening(args.silent_calls, args.silent_seconds)
     report["load_after"] = os.getloadavg()
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -359,7 +364,9 @@ def print_markdown(report: dict[str, Any]) -> None:
             f"| {level['voice_to_voice_ms_p95']:.0f} ms | {level['transcription_ms_p95']:.0f} ms "
             f"| {level['cpu_cores']} |"
         )
-    silent = report["silent"]
+    silent = report.get("silent")
+    if silent is None:
+        return
     print(
         f"\nsilent listening: {silent['calls']} calls × {silent['seconds']} s: "
         f"{silent['percent_of_a_core_per_call']} % of a core per call, "

@@ -215,43 +215,19 @@ def bench_end_of_speech(count: int, silences: list[int], smart: bool = False) ->
     return table
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer repeats and cases (a smoke run)")
-    args = parser.parse_args()
-    repeats = 1 if args.quick else 3
-    load_before = os.getloadavg()
-    report: dict = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "cores": os.cpu_count(),
-        "load_before": load_before,
-    }
-
-    print("== end of speech vs TURN_END_SILENCE_MS (Silero, 40 two-phrase turns)")
-    eos = bench_end_of_speech(12 if args.quick else 40, [200, 300, 400, 500, 700])
-    report["end_of_speech"] = eos
+def print_eos(rows: list[tuple[str, dict]]) -> None:
     print(
         f"{'silence ms':>10} {'false cuts':>10} {'missed':>7} {'end delay p50':>14} {'max':>6}  cut at pauses"
     )
-    for setting, row in eos.items():
+    for setting, row in rows:
         print(
             f"{setting:>10} {row['false_cuts']:>10} {row['missed_ends']:>7} {row['end_delay_ms_p50']:>14}"
             f" {row['end_delay_ms_max']:>6}  {row['cut_at_pauses_ms']}"
         )
 
-    print("\n== VAD + turn detection CPU per call-second (20 ms chunks)")
-    vad = bench_vad_cpu(20 if args.quick else 60)
-    report["vad_cpu"] = vad
-    for name, row in vad.items():
-        print(
-            f"{name:>16}: {row['cpu_ms_per_call_second']:.2f} ms CPU per s"
-            f" = {row['percent_of_a_core']:.2f} % of a core"
-        )
 
-    sentences = SENTENCES[:8] if args.quick else SENTENCES
+def run_stt(report: dict, *, quick: bool, repeats: int) -> None:
+    sentences = SENTENCES[:8] if quick else SENTENCES
     engines = {}
     for label, model, window in (
         ("tiny.en, 10 s window (default)", "tiny.en", 10.0),
@@ -277,22 +253,65 @@ def main() -> None:
         transcriber.close()
     report["engines"] = engines
 
-    # What speculative transcription buys: transcribing from PauseStarted (pause_ms into the
-    # silence) instead of from TurnEnded, for a 2 s and a 4 s turn, with the default settings.
+
+def print_speculative(report: dict) -> None:
+    """What speculative transcription buys: transcribing from PauseStarted (pause_ms into
+    the silence) rather than from TurnEnded, for 2 s and 4 s turns, default settings."""
     config = TurnConfig()
-    end_delay = eos[config.end_silence_ms]["end_delay_ms_p50"]
+    end_delay = report["end_of_speech"][config.end_silence_ms]["end_delay_ms_p50"]
     pause_delay = end_delay - (config.end_silence_ms - config.pause_ms)
-    default = engines["tiny.en, 10 s window (default)"]["latency_ms"]
+    default = report["engines"]["tiny.en, 10 s window (default)"]["latency_ms"]
     speculative = {}
     print("\n== transcript ready after the caller's last word (default settings), ms")
     for seconds in (2, 4):
-        stt = default[seconds]["wall_ms"]
-        naive, early = end_delay + stt, max(end_delay, pause_delay + stt)
-        speculative[seconds] = {"after_turn_end": naive, "speculative": early}
-        print(
-            f"  {seconds} s turn: after the end of turn {naive:.0f}, speculative from the pause {early:.0f}"
-        )
+        for kind in ("wall_ms", "cpu_ms"):
+            stt = default[seconds][kind]
+            naive, early = end_delay + stt, max(end_delay, pause_delay + stt)
+            speculative[f"{seconds}s {kind}"] = {"after_turn_end": naive, "speculative": early}
+            print(
+                f"  {seconds} s turn, STT {kind}: after the end of turn {naive:.0f}, speculative {early:.0f}"
+            )
     report["transcript_ready_ms"] = speculative
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and cases (a smoke run)")
+    parser.add_argument(
+        "--only", choices=["eos", "vad", "stt"], action="append", help="run only these sections (repeatable)"
+    )
+    args = parser.parse_args()
+    sections = set(args.only or ["eos", "vad", "stt"])
+    repeats = 1 if args.quick else 3
+    load_before = os.getloadavg()
+    report: dict = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "load_before": load_before,
+    }
+    count = 12 if args.quick else 40
+    if "eos" in sections:
+        print(f"== end of speech vs TURN_END_SILENCE_MS (Silero, {count} two-phrase turns)")
+        eos = bench_end_of_speech(count, [200, 300, 400, 500, 700])
+        smart = bench_end_of_speech(count, [300, 400], smart=True)
+        report["end_of_speech"], report["end_of_speech_smart_turn"] = eos, smart
+        print_eos(list(eos.items()) + [(f"{k}+smart", v) for k, v in smart.items()])
+    if "vad" in sections:
+        print("\n== VAD + turn detection CPU per call-second (20 ms chunks)")
+        vad = bench_vad_cpu(20 if args.quick else 60)
+        report["vad_cpu"] = vad
+        for name, row in vad.items():
+            print(
+                f"{name:>16}: {row['cpu_ms_per_call_second']:.2f} ms CPU per s"
+                f" = {row['percent_of_a_core']:.2f} % of a core"
+            )
+    if "stt" in sections:
+        run_stt(report, quick=args.quick, repeats=repeats)
+    if {"eos", "stt"} <= sections:
+        print_speculative(report)
     report["load_after"] = os.getloadavg()
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)

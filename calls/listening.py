@@ -85,8 +85,8 @@ class ListeningHost(Protocol):
         began, audio time): cut the agent if it speaks."""
         ...
 
-    def caller_turn_ended(self, turn: HeardTurn) -> None:
-        """Answer this turn (start its task; must not block)."""
+    async def caller_turn_ended(self, turn: HeardTurn) -> None:
+        """Answer this turn (start its task; must not wait for the answer)."""
         ...
 
 
@@ -285,7 +285,7 @@ class Listener:
                 "heard so far. Pausing now and then lets it keep up.",
                 False,
             )
-        self.host.caller_turn_ended(
+        await self.host.caller_turn_ended(
             HeardTurn(
                 audio=event.audio,
                 transcript=transcript,

@@ -23,13 +23,15 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from agents.selectors import llm_config_for_version
-from agents.services import prompt_version_ensure_initial
-from calls import live, protocol, services, telemetry
+from bookings.services import bookings_link_call
+from bookings.tools import call_tool_registry
+from calls import instances, limits, live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
 from calls.listening import HeardTurn, Listener
 from calls.recorder import TranscriptRecorder
+from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
+from calls.webhook import schedule_call_report
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
@@ -98,10 +100,12 @@ class CallSession:
     """
 
     def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
-        self.port = port
         self.transport = transport
         self.session_id = protocol.new_id()
         self.call_uuid = uuid.UUID(self.session_id)
+        # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
+        self.recording = recording_for_call(session_id=self.session_id)
+        self.port = record_agent_audio(port, self.recording)
         self.engines: Engines = get_engines()
         self.conversation: Conversation | None = None
         self.recorder = TranscriptRecorder(call_id=self.session_id)
@@ -116,6 +120,8 @@ class CallSession:
         self.utterance: bytearray | None = None
         self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
         self.utterance_too_long = False
+        self.utterance_reserved = 0  # bytes of the process audio budget this utterance holds
+        self.turn_rate = limits.TurnRate(settings.VANTUM_MAX_TURNS_PER_MINUTE)
         self._started = False
         # Hands-free: the listener exists while turnDetection is "server".
         self.turn_detection = "client"
@@ -124,31 +130,47 @@ class CallSession:
         self.transcribing: dict[asyncio.Task[None], HeardTurn] = {}  # voice turns not yet committed
         self.carry_audio = b""  # a turn the caller went on from: joins the next one
         self.voices_told: set[str] = set()
+        self._closed = asyncio.Event()
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
         """Open the call: conversation, capacity slot, stored row, live registry."""
-        version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
-        config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+        # An A/B split of the agent profile, else its active version (created at first
+        # start); the last one seen when the database is down: a new call still connects and
+        # its rows arrive after recovery.
+        version = await database_sync_to_async(instances.prompt_version_for_new_call)()
+        config = instances.llm_config_for_new_call(version)
         self.conversation = Conversation(
-            call_id=self.session_id, provider=self.engines.chat, config=config, metrics=LLM_METRICS
+            call_id=self.session_id,
+            provider=self.engines.chat,
+            config=config,
+            metrics=LLM_METRICS,
+            tools=call_tool_registry(timeout=config.tool_timeout),
         )
         self._started = True
         _active_calls.add(self.session_id)
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         telemetry.CALLS.inc()
         get_session_registry().register(self.conversation, self._expire)
+        instances.call_opened(self.session_id, self._end_and_wait)
         self.recorder.record(
             services.call_start,
             session_id=self.call_uuid,
             started_at=timezone.now(),
-            prompt_version_id=version.pk,
+            prompt_version_id=version.pk if version else None,
+            server_instance=instances.INSTANCE_ID,
             voice_id=self.voice_id,
-            llm_model=config.params.model,
+            # The demo responder is no model: never store a real model's name for it.
+            llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
         )
-        logger.info("call=%s started over %s (prompt v%s)", self.session_id, self.transport, version.number)
+        logger.info(
+            "call=%s started over %s (prompt v%s)",
+            self.session_id,
+            self.transport,
+            getattr(version, "number", "-"),
+        )
 
     async def hangup(self) -> None:
         """The transport is gone: cancel turns, record the end, drain the writes."""
@@ -158,10 +180,12 @@ class CallSession:
         _active_calls.discard(self.session_id)
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
+        self._release_utterance()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
         if self.listener is not None:
             await self.listener.close()
+        self._mark_last_reply_heard()  # it may still have been playing when the caller left
         tasks = list(self.turn_tasks)
         for task in tasks:
             task.cancel()
@@ -170,8 +194,20 @@ class CallSession:
         self.recorder.record(
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
+        # No outcome from the agent or staff: no decision (failed when the call broke).
+        self.recorder.record(
+            services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
+        )
         self._publish({"kind": "ended", "reason": reason})
-        await self.recorder.close(wait_seconds=5)
+        try:
+            await self.recorder.close(wait_seconds=5)
+        finally:
+            instances.call_closed(self.session_id)
+            self._closed.set()
+        if self.recording is not None:
+            await self.recording.save()  # resampled and written in a worker thread
+        schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
     async def end(self, *, reason: str, message: str | None = None) -> None:
@@ -187,6 +223,12 @@ class CallSession:
 
     async def _expire(self, call_id: str, reason: str) -> None:
         await self.end(reason=reason)
+
+    async def _end_and_wait(self, reason: str) -> None:
+        """Server shutdown: end the call, then wait until its rows are stored (or spooled)."""
+        message = SHUTDOWN_MESSAGE if reason == instances.SHUTDOWN_REASON else None
+        await self.end(reason=reason, message=message)
+        await asyncio.wait_for(self._closed.wait(), settings.VANTUM_SHUTDOWN_SECONDS)
 
     # ---------------------------------------------------------------- caller input
     async def audio_start(
@@ -207,17 +249,26 @@ class CallSession:
         """Caller audio at the utterance's rate; muted chunks carry no speech."""
         if self.listener is not None:
             # A muted chunk is silence for the detector: audio time goes on, a turn can end.
-            self.listener.feed(bytes(len(pcm)) if muted else pcm, self.input_rate)
+            heard = bytes(len(pcm)) if muted else pcm
+            if self.recording is not None:
+                self.recording.add_caller(heard, self.input_rate)
+            self.listener.feed(heard, self.input_rate)
             return
         if muted:
             return
         if self.utterance is None:
             # The browser client may send a few chunks before audio.start: 16 kHz.
             self._begin_utterance(protocol.DEFAULT_SAMPLING_RATE)
+        if self.recording is not None:
+            self.recording.add_caller(pcm, self.utterance_rate)
         limit = int(settings.STT_MAX_UTTERANCE_SECONDS * self.utterance_rate * 2)
-        if len(self.utterance) + len(pcm) > limit:
+        if self.utterance_too_long or len(self.utterance) + len(pcm) > limit:
             self.utterance_too_long = True
             return
+        if not limits.audio_buffer().reserve(len(pcm)):  # all calls' buffered audio is bounded
+            self.utterance_too_long = True
+            return
+        self.utterance_reserved += len(pcm)
         self.utterance.extend(pcm)
 
     async def audio_end(self, *, request: Request) -> None:
@@ -229,6 +280,7 @@ class CallSession:
         pcm, rate, too_long = bytes(self.utterance or b""), self.utterance_rate, self.utterance_too_long
         self.utterance = None
         self.utterance_too_long = False
+        self._release_utterance()
         if too_long:
             await self.port.request_error(
                 request,
@@ -236,12 +288,26 @@ class CallSession:
                 "transcribed. Please say it in shorter parts.",
             )
             return
-        self._start_turn(voice=(pcm, rate), request=request)
+        if await self._turn_allowed(request):
+            self._start_turn(voice=(pcm, rate), request=request)
 
     async def text_input(self, text: str, *, request: Request) -> None:
         """A typed turn: a barge-in, then the text is the caller's words."""
         await self._barge_in()
-        self._start_turn(text=text.strip(), request=request)
+        if await self._turn_allowed(request):
+            self._start_turn(text=text.strip(), request=request)
+
+    async def _turn_allowed(self, request: Request) -> bool:
+        """``VANTUM_MAX_TURNS_PER_MINUTE``: a flood of turns must not become model requests."""
+        if self.turn_rate.allow():
+            return True
+        telemetry.REJECTED_TURNS.inc()
+        await self.port.request_error(
+            request,
+            f"Too many turns: at most {self.turn_rate.per_minute} a minute. "
+            f"Please wait {self.turn_rate.retry_after():.0f} s.",
+        )
+        return False
 
     async def update(
         self,
@@ -267,9 +333,15 @@ class CallSession:
         )
 
     def _begin_utterance(self, rate: int) -> None:
+        self._release_utterance()
         self.utterance = bytearray()
         self.utterance_rate = rate
         self.utterance_too_long = False
+
+    def _release_utterance(self) -> None:
+        if self.utterance_reserved:
+            limits.audio_buffer().release(self.utterance_reserved)
+            self.utterance_reserved = 0
 
     async def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
         if voice_id:
@@ -302,6 +374,7 @@ class CallSession:
                 )
                 return
             self.utterance = None
+            self._release_utterance()
             self.listener = Listener(host=self, transcriber=self.engines.transcriber)
         else:
             listener, self.listener = self.listener, None
@@ -344,7 +417,7 @@ class CallSession:
         limit = 2 * 16000 * int(self.listener.detector.config.max_turn_ms if self.listener else 28000) // 1000
         self.carry_audio = (self.carry_audio + audio)[-limit:]
 
-    def caller_turn_ended(self, turn: HeardTurn) -> None:
+    async def caller_turn_ended(self, turn: HeardTurn) -> None:
         """The detector ended a caller turn: answer it (transcription first, in the turn task).
 
         A turn too short to interrupt (< ``BARGE_IN_MIN_SPEECH_MS`` of speech) heard while
@@ -375,7 +448,12 @@ class CallSession:
                 ended_at_ms=turn.ended_at_ms,
             )
             self.carry_audio = b""
-        task = self._start_turn(request=Request(protocol.AUDIO_CHUNK), heard=turn)
+        request = Request(protocol.AUDIO_CHUNK)
+        if not await self._turn_allowed(request):
+            if turn.transcript is not None:
+                turn.transcript.cancel()
+            return
+        task = self._start_turn(request=request, heard=turn)
         self.transcribing[task] = turn
 
     # ---------------------------------------------------------------- turns
@@ -392,8 +470,34 @@ class CallSession:
         self.last_speaker = None
         if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
             await self.port.response_stop(speaker.utterance_id)
-            self.recorder.record(services.message_mark_interrupted, session_id=self.call_uuid, seq=seq)
+            self._record_heard(speaker, seq)
             self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+
+    def _mark_last_reply_heard(self) -> None:
+        """At hang-up: a finished reply whose audio was still playing was cut off."""
+        if self.replying is not None or self.last_speaker is None:
+            return
+        speaker, seq = self.last_speaker
+        self.last_speaker = None
+        if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
+            self._record_heard(speaker, seq)
+
+    def _record_heard(self, speaker: ReplySpeaker, seq: int) -> None:
+        self.recorder.record(
+            services.message_mark_interrupted,
+            session_id=self.call_uuid,
+            seq=seq,
+            text=self._heard_text(speaker),
+        )
+
+    def _heard_text(self, speaker: ReplySpeaker) -> str:
+        """The chunks whose audio had started playing by now (the port's playback estimate)."""
+        played = self.port.played_seconds(speaker.utterance_id)
+        return " ".join(
+            chunk.text
+            for chunk in speaker.chunks_sent
+            if speaker.chunk_audio_starts.get(chunk.index, float("inf")) < played
+        )
 
     def _start_turn(
         self,
@@ -488,6 +592,17 @@ class CallSession:
             if reply.chunks or reply.interrupted:
                 self.last_speaker = (speaker, reply_seq)
                 self._record_reply(reply, speaker, reply_seq, utterance_id)
+        if reply.end_call is not None:
+            await self._end_after_reply(reply)
+
+    async def _end_after_reply(self, reply: Reply) -> None:
+        """The agent's ``end_call`` or the tier 3 exit: the goodbye's audio has all been sent
+        (``respond`` returned after the last chunk, then ``response.complete``), so end now,
+        without cutting that audio short at the caller's end."""
+        if reply.end_call.by == "fallback":
+            self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
+        self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        await self.end(reason=reply.end_call.reason)
 
     async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:
         transcriber = self.engines.transcriber
@@ -554,11 +669,12 @@ class CallSession:
             first_audio_s=_seconds(metrics["firstAudioMs"]),
             total_s=_seconds(metrics["totalMs"]),
         )
+        said = reply.said_text
         self.recorder.record(
             services.message_record_assistant,
             session_id=self.call_uuid,
             seq=seq,
-            text=reply.said_text,
+            text=said,
             raw_text=reply.raw_text,
             chunks=[
                 {"index": c.index, "text": c.text, "spoken": c.audio_sent, "fallback": c.is_fallback}
@@ -569,6 +685,7 @@ class CallSession:
             error_kind=error_kind,
             utterance_id=utterance_id,
             created_at=timezone.now(),
+            tool_calls=[call.record() for call in reply.tool_calls],
             metrics={
                 "first_token_ms": metrics["firstTokenMs"],
                 "first_chunk_ms": metrics["firstChunkMs"],
@@ -585,9 +702,10 @@ class CallSession:
             {
                 "kind": "reply",
                 "utteranceId": utterance_id,
-                "text": reply.said_text,
+                "text": said,
                 "interrupted": reply.interrupted,
                 "fallbackTier": reply.fallback_tier,
+                "metrics": metrics,  # the timing line staff see under the reply
             }
         )
 
@@ -642,6 +760,9 @@ def resolve_voice_alias(engine: Any, voice_id: str) -> tuple[str, bool]:
         if candidate in known_ids or engine.resolve_voice(candidate) == candidate:
             return engine.resolve_voice(candidate), True
     return engine.resolve_voice(voice_id), False
+
+
+SHUTDOWN_MESSAGE = "The server is restarting. Please call again in a moment."
 
 
 def _seconds(ms: float | None) -> float | None:

@@ -149,6 +149,9 @@ async def test_the_accurate_model_is_joined_once_into_the_cache_and_recognises_s
         pcm, rate = piper_pcm("Can you call me back tomorrow afternoon?")
         text = await transcriber.transcribe(pcm, sample_rate=rate, language="en", call_id="t9")
         assert words(text) == ["can", "you", "call", "me", "back", "tomorrow", "afternoon"]
+        # A language the model does not know falls back to English instead of failing.
+        text = await transcriber.transcribe(pcm, sample_rate=rate, language="zz-ZZ", call_id="t9")
+        assert words(text) == ["can", "you", "call", "me", "back", "tomorrow", "afternoon"]
     finally:
         transcriber.close()
 

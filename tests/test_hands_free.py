@@ -175,6 +175,7 @@ async def test_coughs_noise_and_a_short_mm_hm_do_not_interrupt_the_agent(use_eng
     port.playing = True  # the caller still hears the reply
     await feed(session, sound())
     await settle(session)
+    port.playing = False  # the reply played to its end
     await session.hangup()
 
     assert "stop" not in port.kinds()

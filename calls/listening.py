@@ -228,7 +228,7 @@ class Listener:
     async def _speech_started(self, at_ms: int) -> None:
         self._turn_open = True
         self._onset_ms = at_ms
-        await self.host.port.speech_started(at_ms)
+        await self._tell("speech_started", at_ms)
         if self.streaming:
             await self._open_stream()
 
@@ -253,7 +253,7 @@ class Listener:
         speculation = self._speculation
         text = task.result().strip()
         if text and self._turn_open and speculation is not None and speculation[1] is task:
-            self._side(self.host.port.transcript_partial(text))
+            self._side(self._tell("transcript_partial", text))
 
     def _cancel_speculation(self) -> None:
         if self._speculation is not None:
@@ -263,7 +263,7 @@ class Listener:
     async def _turn_ended(self, event: TurnEnded) -> None:
         self._turn_open = False
         self.turns += 1
-        await self.host.port.speech_stopped(event.at_ms)
+        await self._tell("speech_stopped", event.at_ms)
         transcript: asyncio.Task[str] | None = None
         reused = False
         if self._stream is not None:
@@ -302,11 +302,10 @@ class Listener:
     async def _open_stream(self) -> None:
         if self._stream is not None:
             await self._abort_stream()
-        port = self.host.port
 
         def on_partial(text: str) -> None:
             if text.strip() and self._turn_open:
-                self._side(port.transcript_partial(text.strip()))
+                self._side(self._tell("transcript_partial", text.strip()))
 
         try:
             self._stream = await _maybe_await(
@@ -335,6 +334,12 @@ class Listener:
                 logger.debug("call=%s stream abort failed", self.host.session_id, exc_info=True)
 
     # ------------------------------------------------------------------ helpers
+    async def _tell(self, method: str, *args: Any) -> None:
+        """A hands-free port method; a transport without it (a phone has no screen) skips it."""
+        call = getattr(self.host.port, method, None)
+        if call is not None:
+            await call(*args)
+
     def _side(self, awaitable: Awaitable[Any]) -> None:
         """Fire-and-forget a port call from a callback (kept referenced until done)."""
         task = asyncio.get_running_loop().create_task(awaitable)

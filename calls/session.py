@@ -323,7 +323,7 @@ class CallSession:
             self.conversation.update_prospect(prospect)
         await self._apply_voice(voice_id, language)
         if turn_detection is not None:
-            await self._set_turn_detection(turn_detection, request)
+            await self.switch_turn_detection(turn_detection, request)
         self.recorder.record(
             services.call_update_settings,
             session_id=self.call_uuid,
@@ -358,21 +358,23 @@ class CallSession:
             self.language = language
 
     # ---------------------------------------------------------------- hands-free
-    async def _set_turn_detection(self, mode: str, request: Request) -> None:
-        """Switch between client ("client": audio.start/audio.end) and server turn detection.
+    async def switch_turn_detection(self, mode: str, request: Request | None = None) -> bool:
+        """Switch between client ("client": audio.start/audio.end) and server turn detection
+        ("server": the session's VAD ends turns). True when the call is now in ``mode``.
 
         A switch drops what the other mode had half-heard: an open client utterance, or the
-        detector's turn in progress (audio time restarts at 0)."""
+        detector's turn in progress (audio time restarts at 0). Server mode needs a
+        speech-to-text engine; without one the caller is told and the mode stays."""
         if mode == self.turn_detection:
-            return
+            return True
         if mode == "server":
             if self.engines.transcriber is None:
                 await self.port.request_error(
-                    request,
+                    request or Request(protocol.SESSION_UPDATE),
                     "Hands-free needs speech-to-text, which is not configured on this server. "
                     "Please type your message instead.",
                 )
-                return
+                return False
             self.utterance = None
             self._release_utterance()
             self.listener = Listener(host=self, transcriber=self.engines.transcriber)
@@ -382,6 +384,7 @@ class CallSession:
                 await listener.close()
         self.turn_detection = mode
         logger.info("call=%s turn detection: %s", self.session_id, mode)
+        return True
 
     async def caller_confirmed_speech(self, onset_ms: int) -> None:
         """Voice barge-in: the caller has talked for at least ``BARGE_IN_MIN_SPEECH_MS``.

@@ -417,8 +417,9 @@ class CallSession:
         return speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id)
 
     def _carry(self, audio: bytes) -> None:
-        limit = 2 * 16000 * int(self.listener.detector.config.max_turn_ms if self.listener else 28000) // 1000
-        self.carry_audio = (self.carry_audio + audio)[-limit:]
+        """Keep a dropped turn's audio (16 kHz) for the next one, at most one turn's length."""
+        max_turn_ms = self.listener.detector.config.max_turn_ms if self.listener else settings.TURN_MAX_MS
+        self.carry_audio = (self.carry_audio + audio)[-(32 * max_turn_ms) :]
 
     async def caller_turn_ended(self, turn: HeardTurn) -> None:
         """The detector ended a caller turn: answer it (transcription first, in the turn task).

@@ -126,3 +126,35 @@ def test_a_hands_free_conversation_of_two_turns(browser, server):
         )
         (ARTIFACTS / "console-hands-free-state.json").write_text(state)
         context.close()
+
+
+@pytest.fixture(scope="module")
+def server_without_stt(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("no-stt")
+    env = server_env({"DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}", "STT_ENGINE": "none"})
+    migrate(env)
+    with run_daphne(env, log_path=workdir / "daphne.log") as port:
+        yield f"http://127.0.0.1:{port}/"
+
+
+def test_without_speech_to_text_the_page_says_so_and_typing_still_works(browser, server_without_stt):
+    context = browser.new_context(permissions=["microphone"], viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(server_without_stt)
+    try:
+        notice = page.get_by_test_id("no-stt")
+        assert notice.is_visible()  # before anyone presses anything
+        assert "Speech to text is not configured" in notice.inner_text()
+        assert page.get_by_test_id("mode-hands-free").is_disabled()
+        assert page.get_by_test_id("indicator").inner_text() == "No speech to text: type"
+        page.get_by_test_id("connect").click()
+        page.wait_for_function("window.vantumConsole.state === 'connected'", timeout=15000)
+        page.get_by_test_id("text-input").fill("Who is this?")
+        page.get_by_test_id("send").click()
+        page.wait_for_function("window.vantumConsole.repliesCompleted >= 1", timeout=20000)
+        hook = page.evaluate("() => ({...window.vantumConsole})")
+        assert hook["chunksSent"] == 0  # the microphone never opened
+        assert hook["errors"] == []
+        _shot(page, "no-stt")
+    finally:
+        context.close()

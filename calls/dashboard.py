@@ -167,8 +167,8 @@ def hbar_chart(
     readable whatever their length, one row each, the value after the bar."""
     row_height, value_width, char_width = 24, 70, 6.8  # char_width: at the 12-unit font
     longest = max((len(bar.label) for bar in bars), default=0)
-    label_width = round(min(max(char_width * longest + 10, 60), width * 0.45))
-    fits = int((label_width - 10) / char_width)
+    label_width = round(min(max(char_width * longest + 14, 60), width * 0.45))
+    fits = int((label_width - 8) / char_width)
     height = row_height * max(len(bars), 1) + 6
     top = max((bar.value for bar in bars), default=0) or 1
     span = width - label_width - value_width

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from agents.models import AgentProfile, PromptVersion
+from agents.models import AgentProfile, PromptSplit, PromptVersion
 from agents.selectors import EDITABLE_FIELDS, prompt_version_diff
 from agents.services import (
     PromptVersionError,
@@ -183,7 +183,7 @@ class PromptVersionAdmin(admin.ModelAdmin):
         old_qs = PromptVersion.objects.filter(profile_id=new.profile_id)
         old = (
             get_object_or_404(old_qs, pk=against)
-            if against and against.isdigit()
+            if against and against.isdecimal()
             else old_qs.filter(number__lt=new.number).order_by("-number").first()
         )
         context = {
@@ -211,9 +211,69 @@ def form_prompt(context: dict[str, Any]) -> str:
     return adminform.form.initial.get("system_prompt", "") or ""
 
 
+class PromptSplitFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        for form in self.forms:
+            version = form.cleaned_data.get("version") if hasattr(form, "cleaned_data") else None
+            if version is not None and self.instance.pk and version.profile_id != self.instance.pk:
+                form.add_error("version", f"{version} belongs to another agent profile.")
+
+
+class PromptSplitInline(admin.TabularInline):
+    """A/B test: new calls are shared between these versions by weight (the active
+    version is used when no split has a positive weight)."""
+
+    model = PromptSplit
+    formset = PromptSplitFormSet
+    extra = 2
+    verbose_name = "A/B split"
+    verbose_name_plural = (
+        "A/B test: new calls are shared between these prompt versions in proportion to their "
+        "weights (none, or all weights 0: every new call uses the active version)"
+    )
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "version":
+            profile_id = request.resolver_match.kwargs.get("object_id") if request.resolver_match else None
+            queryset = PromptVersion.objects.select_related("profile").order_by("-number")
+            kwargs["queryset"] = queryset.filter(profile_id=profile_id) if profile_id else queryset
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION) or request.user.has_perm("agents.view_agentprofile")
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION)
+
+
 @admin.register(AgentProfile)
 class AgentProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "created_at")
+    list_display = ("name", "ab_test", "created_at")
+    inlines = [PromptSplitInline]
+
+    @admin.display(description="A/B test")
+    def ab_test(self, obj: AgentProfile) -> str:
+        splits = [split for split in obj.splits.select_related("version") if split.weight > 0]
+        if not splits:
+            return "off (active version)"
+        total = sum(split.weight for split in splits)
+        return ", ".join(
+            f"v{split.version.number} {100 * split.weight / total:.0f}%"
+            for split in sorted(splits, key=lambda s: s.version.number)
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(EDIT_PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: AgentProfile | None = None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION)
+
+    def has_view_permission(self, request: HttpRequest, obj: AgentProfile | None = None) -> bool:
+        return request.user.has_perm(EDIT_PERMISSION) or request.user.has_perm("agents.view_agentprofile")

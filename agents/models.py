@@ -23,10 +23,10 @@ class PromptVersion(models.Model):
     profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="versions")
     number = models.PositiveIntegerField()
     system_prompt = models.TextField()
-    fallback_tier1 = models.TextField()
-    fallback_tier2 = models.TextField()
-    fallback_tier3 = models.TextField()
-    model = models.CharField(max_length=200)
+    fallback_tier1 = models.TextField("fallback tier 1")
+    fallback_tier2 = models.TextField("fallback tier 2")
+    fallback_tier3 = models.TextField("fallback tier 3")
+    model = models.CharField("LLM model", max_length=200)
     temperature = models.FloatField()
     max_tokens = models.PositiveIntegerField()
     top_p = models.FloatField()
@@ -50,3 +50,21 @@ class PromptVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.profile.name} v{self.number}"
+
+
+class PromptSplit(models.Model):
+    """A/B test: while a profile has splits with a positive weight, each new call gets one of
+    those versions at random in proportion to its weight (instead of the active version)."""
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="splits")
+    version = models.ForeignKey(PromptVersion, on_delete=models.CASCADE, related_name="splits")
+    weight = models.PositiveIntegerField(
+        default=1, help_text="Share of new calls relative to the other versions' weights; 0 pauses it."
+    )
+
+    class Meta:
+        verbose_name = "prompt A/B split"
+        constraints = [models.UniqueConstraint(fields=["profile", "version"], name="unique_split_version")]
+
+    def __str__(self) -> str:
+        return f"{self.version} × {self.weight}"

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import random
+from collections.abc import Callable
 
-from agents.models import PromptVersion
+from django.db import models
+
+from agents.models import PromptSplit, PromptVersion
 from llm.config import LLMConfig, ModelParams
 
 DEFAULT_PROFILE_NAME = "Default sales agent"
@@ -15,6 +19,44 @@ def prompt_version_get_active(*, profile_name: str = DEFAULT_PROFILE_NAME) -> Pr
         PromptVersion.objects.select_related("profile")
         .filter(profile__name=profile_name, is_active=True)
         .first()
+    )
+
+
+def prompt_version_for_new_call(
+    *, profile_name: str = DEFAULT_PROFILE_NAME, rand: Callable[[], float] = random.random
+) -> PromptVersion | None:
+    """The prompt version a new call should use.
+
+    While the profile has A/B splits with a positive weight, one of those versions is drawn
+    at random in proportion to its weight; otherwise the active version. ``None`` when the
+    profile has no version yet: the caller then creates version 1 with
+    ``agents.services.prompt_version_ensure_initial``. One query either way.
+    ``rand`` returns a float in [0, 1) (tests pass a fixed one).
+    """
+    rows = list(
+        PromptVersion.objects.select_related("profile")
+        .filter(profile__name=profile_name)
+        .filter(models.Q(is_active=True) | models.Q(splits__weight__gt=0, splits__profile__name=profile_name))
+        .annotate(split_weight=models.Sum("splits__weight", filter=models.Q(splits__weight__gt=0)))
+        .order_by("number")
+    )
+    weighted = [(row, row.split_weight) for row in rows if row.split_weight]
+    if weighted:
+        point = rand() * sum(weight for _, weight in weighted)
+        for version, weight in weighted:
+            if point < weight:
+                return version
+            point -= weight
+        return weighted[-1][0]
+    return next((row for row in rows if row.is_active), None)
+
+
+def prompt_split_list(*, profile_name: str = DEFAULT_PROFILE_NAME) -> list[PromptSplit]:
+    """The profile's A/B splits with a positive weight, by version number."""
+    return list(
+        PromptSplit.objects.select_related("version")
+        .filter(profile__name=profile_name, weight__gt=0)
+        .order_by("version__number")
     )
 
 

@@ -2,6 +2,8 @@
 process (``bench/serve.py``), speaking MessagePack per PROTOCOL.md.
 
     python bench/harness.py capacity --calls 100 --think 3 --turns 3 [--server uvicorn] [--processes 2]
+    python bench/harness.py capacity --server uvicorn --open-loop --calls 400 --think 5 --turns 6
+    python bench/harness.py capacity --server uvicorn --workers 2 ...   (Redis channel layer)
     python bench/harness.py memory --connections 2000
     python bench/harness.py leak --calls 1000 --concurrency 50
     python bench/harness.py progressive
@@ -34,7 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import free_port, run_redis, wait_for_port  # noqa: E402
+from tests.servers import free_port, run_postgres, run_redis, wait_for_port  # noqa: E402
 from vantum_client import CallClient  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -64,6 +66,8 @@ class Servers:
     def __init__(self, args: argparse.Namespace, *, buffered: bool = False) -> None:
         self.args = args
         self.buffered = buffered
+        # The code the servers run: this checkout, or another (--root) for before/after runs.
+        self.root = Path(args.root).resolve() if getattr(args, "root", "") else ROOT
         self.workdir = Path(tempfile.mkdtemp(prefix="vantum-bench-"))
         self.marks = self.workdir / "marks.jsonl"
         self.processes: list[subprocess.Popen] = []
@@ -77,16 +81,18 @@ class Servers:
             "LOG_LEVEL": "ERROR",
             # Production-like: DEBUG keeps every SQL query in memory and wraps each cursor.
             "DJANGO_DEBUG": "false",
-            "DJANGO_SECRET_KEY": "bench-only-secret-key",
-            "DATABASE_URL": self.args.database_url or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
+            "DJANGO_SECRET_KEY": "bench-only-secret-key-" + "x7Qp2Lm9Zr4Tv8Nw1Ks6Hd3Jf5Gb0Yc",
+            "DATABASE_URL": self.args.database_url
+            or (self.stack.enter_context(run_postgres()) if self.args.postgres else "")
+            or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
             "VANTUM_MAX_CALLS": "100000",
             "VANTUM_MAX_EVENTS_PER_SECOND": "1000",
         }
-        if self.args.processes > 1 or self.args.redis:
+        if self.args.processes > 1 or self.args.workers > 1 or self.args.redis:
             env["REDIS_URL"] = self.stack.enter_context(run_redis())
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             check=True,
             capture_output=True,
@@ -98,11 +104,17 @@ class Servers:
                 "--ttft", str(self.args.ttft), "--tps", str(self.args.tps), "--engine", self.args.engine,
                 "--marks", str(self.marks),
             ]  # fmt: skip
+            if self.args.workers != 1:
+                command += ["--workers", str(self.args.workers)]
+            if self.args.loop != "auto" or self.args.http != "auto":
+                command += ["--loop", self.args.loop, "--http", self.args.http]
             if self.buffered:
                 command.append("--buffered")
+            if getattr(self.args, "profile", ""):
+                command += ["--profile", str(Path(self.args.profile).resolve())]
             log = open(self.workdir / f"server-{port}.log", "wb")
             self.processes.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
             self.ports.append(port)
         for process, port in zip(self.processes, self.ports, strict=True):
@@ -120,14 +132,28 @@ class Servers:
     def urls(self) -> list[str]:
         return [f"ws://127.0.0.1:{port}/ws" for port in self.ports]
 
+    def _tree(self) -> list[psutil.Process]:
+        """The server processes and their children (uvicorn's worker processes)."""
+        found: list[psutil.Process] = []
+        for p in self.processes:
+            with contextlib.suppress(psutil.Error):
+                parent = psutil.Process(p.pid)
+                found += [parent, *parent.children(recursive=True)]
+        return found
+
     def rss_mb(self) -> float:
-        return sum(psutil.Process(p.pid).memory_info().rss for p in self.processes) / 2**20
+        total = 0
+        for process in self._tree():
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+        return total / 2**20
 
     def cpu_seconds(self) -> float:
         total = 0.0
-        for p in self.processes:
-            times = psutil.Process(p.pid).cpu_times()
-            total += times.user + times.system
+        for process in self._tree():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
         return total
 
     def marker_times(self) -> dict[str, float]:
@@ -174,11 +200,127 @@ async def one_call(url: str, *, turns: int, think: float, results: dict, start_d
         results["errors"].append(f"{type(error).__name__}: {error}")
 
 
-async def drive(urls: list[str], *, calls: int, turns: int, think: float, ramp: float) -> dict:
+CLIENT_FRAME_GAP = 0.010  # the product's browser client: each frame starts ~10 ms after the previous ends
+
+
+async def one_open_loop_call(
+    url: str, *, turns: int, think: float, results: dict, start_delay: float
+) -> None:
+    """The issue's open-loop caller: the next turn goes ``think`` s (±20 %) after the previous
+    one was sent, but never before that reply's first audio arrived, so a turn often
+    interrupts the previous reply (a barge-in). Every audio frame's arrival is kept for the
+    playback model (``playback_gaps``)."""
+    await asyncio.sleep(start_delay)
+    try:
+        async with CallClient(url, open_timeout=60) as call:
+            replies: dict[str, dict] = {}  # utteranceId -> the turn it answers
+            waiting: list[dict] = []  # turns sent whose response.start has not come yet
+            last: dict | None = None
+
+            async def pump(until: float | None, turn: dict | None = None) -> None:
+                """Read events until ``until`` has passed and ``turn``'s first audio came, or
+                (``until`` None) until the last turn's reply ended."""
+                while True:
+                    now = time.time()
+                    if (
+                        until is not None
+                        and now >= until
+                        and (turn is None or turn["first_audio"] or turn["done"])
+                    ):
+                        return
+                    long_wait = until is None or now >= until
+                    try:
+                        event = await call.next_event(timeout=120.0 if long_wait else until - now)
+                    except TimeoutError:
+                        if long_wait:
+                            raise
+                        continue
+                    kind, payload = event.event_type, event.payload
+                    if kind == "voicechat.response.start" and waiting:
+                        replies[payload["utteranceId"]] = waiting.pop(0)
+                    answered = replies.get(payload.get("utteranceId", ""))
+                    if answered is None:
+                        if kind.endswith("error"):
+                            results["errors"].append(payload.get("message"))
+                        continue
+                    if kind == "voicechat.response.text" and answered["first_text"] is None:
+                        answered["first_text"] = event.received_wall
+                    elif kind == "voicechat.response.chunk":
+                        if answered["first_audio"] is None:
+                            answered["first_audio"] = event.received_wall
+                        seconds = len(payload["audio"]) / (2 * payload["sampleRate"])
+                        answered["frames"].append((event.received_wall, seconds))
+                    elif kind == "voicechat.response.complete":
+                        answered["server"] = payload.get("metrics") or {}
+                        answered["done"] = True
+                        if answered is last and until is None:
+                            return
+                    elif kind == "voicechat.response.stop":
+                        answered["stopped"] = True
+                        answered["done"] = True
+                        if answered is last and until is None:
+                            return
+                    elif kind.endswith("error"):
+                        results["errors"].append(payload.get("message"))
+
+            for number in range(turns):
+                tag = uuid.uuid4().hex[:12]
+                turn = {
+                    "tag": tag, "sent": time.time(), "first_text": None, "first_audio": None,
+                    "frames": [], "server": {}, "done": False, "stopped": False,
+                }  # fmt: skip
+                waiting.append(turn)
+                last = turn
+                results["turns"].append(turn)
+                await call.send("voicechat.text.input", {"text": f"Tell me about Vantum [bench:{tag}]"})
+                if number < turns - 1:
+                    next_at = turn["sent"] + think * random.uniform(0.8, 1.2)
+                    await pump(next_at, turn)
+            if last is not None and not last["done"]:
+                await pump(None)
+        results["calls"] += 1
+    except Exception as error:  # counted and reported, never hidden
+        results["errors"].append(f"{type(error).__name__}: {error}")
+
+
+def playback_gaps(turns: list[dict], frame_gap: float = CLIENT_FRAME_GAP) -> dict:
+    """Replay each reply's frames in the product client's model (a frame starts when it has
+    arrived and the previous one has ended, plus ``frame_gap``): the silence a caller hears
+    inside replies, and underruns (a frame that arrived after the previous one ended)."""
+    silences: list[float] = []  # ms of silence between consecutive frames
+    underruns: list[float] = []  # ms a frame came late (beyond the playing audio)
+    stretch: list[float] = []  # % longer than the audio itself
+    for turn in turns:
+        frames = turn.get("frames") or []
+        if len(frames) < 2 or turn.get("stopped"):
+            continue
+        end = frames[0][0] + frames[0][1]
+        audio = frames[0][1]
+        for arrived, seconds in frames[1:]:
+            start = max(arrived, end + frame_gap)
+            silences.append((start - end) * 1000)
+            if arrived > end:
+                underruns.append((arrived - end) * 1000)
+            end = start + seconds
+            audio += seconds
+        stretch.append(100 * ((end - frames[0][0]) / audio - 1))
+    return {
+        "silence_ms": stats(silences),
+        "underrun_ms": stats(underruns),
+        "underruns": len(underruns),
+        "frames": len(silences) + len([t for t in turns if t.get("frames")]),
+        "reply_stretch_percent": stats(stretch),
+    }
+
+
+async def drive(
+    urls: list[str], *, calls: int, turns: int, think: float, ramp: float, open_loop: bool = False
+) -> dict:
     results: dict = {"calls": 0, "turns": [], "errors": []}
+    caller = one_open_loop_call if open_loop else one_call
     await asyncio.gather(
         *(
-            one_call(
+            caller(
                 urls[n % len(urls)], turns=turns, think=think, results=results, start_delay=ramp * n / calls
             )
             for n in range(calls)
@@ -230,7 +372,17 @@ def record(name: str, args: argparse.Namespace, summary: dict) -> None:
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     if "## Harness runs" not in text:
         text += "\n## Harness runs\n\n| date (UTC) | run | parameters | headline |\n|---|---|---|---|\n"
-    DOC.write_text(text + line)
+    DOC.write_text(append_to_section(text, "## Harness runs", line))
+
+
+def append_to_section(text: str, heading: str, line: str) -> str:
+    """``text`` with ``line`` added at the end of the section ``heading`` (sections after it,
+    written by hand, stay where they are)."""
+    start = text.index(heading)
+    end = text.find("\n## ", start + len(heading))
+    if end == -1:
+        return text.rstrip("\n") + "\n" + line
+    return text[:end].rstrip("\n") + "\n" + line + "\n" + text[end + 1 :]
 
 
 def _headline(summary: dict) -> str:
@@ -262,14 +414,23 @@ async def run_capacity(args: argparse.Namespace) -> dict:
 
         sampler = asyncio.create_task(sample())
         results = await drive(
-            servers.urls(), calls=args.calls, turns=args.turns, think=args.think, ramp=args.ramp
+            servers.urls(),
+            calls=args.calls,
+            turns=args.turns,
+            think=args.think,
+            ramp=args.ramp,
+            open_loop=args.open_loop,
         )
         sampler.cancel()
         elapsed = time.monotonic() - started
+        cpu = servers.cpu_seconds() - cpu_before
         summary = summarize(results, servers.marker_times())
-        summary["server_cpu_percent"] = round(100 * (servers.cpu_seconds() - cpu_before) / elapsed, 1)
+        summary["server_cpu_percent"] = round(100 * cpu / elapsed, 1)
+        summary["server_cpu_ms_per_turn"] = round(1000 * cpu / max(1, summary["turns"]), 2)
         summary["server_rss_mb"] = round(max(rss_samples), 1) if rss_samples else None
         summary["turns_per_second"] = round(summary["turns"] / elapsed, 1)
+        summary["playback"] = playback_gaps(results["turns"])
+        summary["load_average"] = os.getloadavg()
     return summary
 
 
@@ -339,12 +500,14 @@ async def run_progressive(args: argparse.Namespace) -> dict:
 
 
 async def run_overhead(args: argparse.Namespace) -> dict:
-    """Per token: the bare SDK consuming a stream against our whole path (SDK, chunker, turn)."""
+    """Per token, same run, same fake body: the bare SDK's objects, the SDK's raw lines with
+    ``json`` (a floor), our adapter alone (SDK request + ``llm.sse`` + ``orjson``), and our
+    whole path (adapter, streaming turn, chunker)."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantum.settings")
     import openai
 
     from bench.bench_chunker import build_reply
-    from llm.config import LLMConfig
+    from llm.config import LLMConfig, ModelParams
     from llm.fake_openai import FakeOpenAI, FakeReply
     from llm.metrics import LLMServiceMetrics
     from llm.openai_adapter import OpenAIChatProvider
@@ -352,23 +515,44 @@ async def run_overhead(args: argparse.Namespace) -> dict:
     from llm.turn import ReplyChunk
 
     tokens = build_reply(args.tokens)
+    messages = [{"role": "user", "content": "x"}]
 
     class NullSink:
         async def speak(self, chunk: ReplyChunk) -> None:
             chunk.audio_sent = True
 
-    async def bare() -> float:
+    def fake_client() -> openai.AsyncOpenAI:
         fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
-        client = openai.AsyncOpenAI(api_key="k", http_client=fake.http_client(), max_retries=0)
+        return openai.AsyncOpenAI(api_key="k", http_client=fake.http_client(), max_retries=0)
+
+    async def bare_sdk() -> float:
+        client = fake_client()
         started = time.perf_counter()
-        stream = await client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "x"}], stream=True
-        )
+        stream = await client.chat.completions.create(model="m", messages=messages, stream=True)
         async for _chunk in stream:
             pass
         return time.perf_counter() - started
 
-    async def ours() -> float:
+    async def lines_json() -> float:
+        client = fake_client()
+        started = time.perf_counter()
+        async with client.chat.completions.with_streaming_response.create(
+            model="m", messages=messages, stream=True
+        ) as response:
+            async for line in response.iter_lines():
+                if line.startswith("data: {"):
+                    json.loads(line[6:])
+        return time.perf_counter() - started
+
+    async def adapter() -> float:
+        fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
+        provider = OpenAIChatProvider(api_key="k", http_client=fake.http_client())
+        started = time.perf_counter()
+        async for _delta in provider.stream_chat(messages=messages, params=ModelParams(), call_id="b"):
+            pass
+        return time.perf_counter() - started
+
+    async def whole() -> float:
         fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
         provider = OpenAIChatProvider(api_key="k", http_client=fake.http_client())
         conversation = Conversation(
@@ -378,15 +562,73 @@ async def run_overhead(args: argparse.Namespace) -> dict:
         await conversation.respond("x", sink=NullSink())
         return time.perf_counter() - started
 
-    bare_runs = [await bare() for _ in range(7)]
-    our_runs = [await ours() for _ in range(7)]
-    bare_us = statistics.median(bare_runs) / len(tokens) * 1e6
-    our_us = statistics.median(our_runs) / len(tokens) * 1e6
+    async def fake_only() -> float:
+        # What the fake server itself costs per token (generating and handing over the body).
+        fake = FakeOpenAI(default=FakeReply(tokens=tokens), keep_log=False)
+        client = fake.http_client()
+        body = {"model": "m", "messages": messages, "stream": True}
+        started = time.perf_counter()
+        async with client.stream("POST", "/chat/completions", json=body) as response:
+            async for _part in response.aiter_raw():
+                pass
+        return time.perf_counter() - started
+
+    paths = {
+        "bare_sdk": bare_sdk,
+        "sdk_lines_json": lines_json,
+        "our_adapter": adapter,
+        "our_whole_path": whole,
+        "fake_server_only": fake_only,
+    }
+    runs: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(7):  # interleaved, so load from other processes hits every path alike
+        for name, path in paths.items():
+            runs[name].append(await path())
+    per_token = {name: statistics.median(r) / len(tokens) * 1e6 for name, r in runs.items()}
+    bare_us, our_us = per_token["bare_sdk"], per_token["our_whole_path"]
+    print("| path (same run, median of 7) | µs per token |")
+    print("|---|---|")
+    for name, value in per_token.items():
+        print(f"| {name} | {value:.2f} |")
+
+    # Per request: a 2-token reply to a 12-message conversation, the SDK's create() (its
+    # type-driven transformation of every message) against our plain-JSON post.
+    history = [{"role": "system", "content": "You are a helpful sales agent. " * 20}] + [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": "Tell me about Vantum please. " * 3}
+        for n in range(11)
+    ]
+    short = FakeOpenAI(default=FakeReply(tokens=["Hi", "."]), keep_log=False)
+    short_client = openai.AsyncOpenAI(api_key="k", http_client=short.http_client(), max_retries=0)
+    short_provider = OpenAIChatProvider(api_key="k", http_client=short.http_client())
+
+    async def sdk_create() -> None:
+        async with short_client.chat.completions.with_streaming_response.create(
+            model="m", messages=history, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            async for _ in response.iter_bytes():
+                pass
+
+    async def our_post() -> None:
+        async for _ in short_provider.stream_chat(messages=history, params=ModelParams(), call_id="b"):
+            pass
+
+    per_request: dict[str, list[float]] = {"sdk_create": [], "our_post": []}
+    for _ in range(5):
+        for name, request in (("sdk_create", sdk_create), ("our_post", our_post)):
+            started = time.process_time()
+            for _ in range(100):
+                await request()
+            per_request[name].append((time.process_time() - started) * 10)  # ms per request
+    request_ms = {name: statistics.median(values) for name, values in per_request.items()}
+    for name, value in request_ms.items():
+        print(f"| request: {name} | {value:.2f} ms (CPU) |")
     return {
         "tokens": len(tokens),
-        "bare_sdk_us_per_token": round(bare_us, 2),
+        **{f"{name}_us_per_token": round(value, 2) for name, value in per_token.items()},
         "ours_us_per_token": round(our_us, 2),
-        "overhead_percent_of_bare_sdk": round(100 * (our_us - bare_us) / bare_us, 1),
+        "bare_sdk_over_ours": round(bare_us / our_us, 1),
+        **{f"request_{name}_cpu_ms": round(value, 2) for name, value in request_ms.items()},
+        "load_average": os.getloadavg(),
     }
 
 
@@ -399,8 +641,15 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
         p.add_argument("--processes", type=int, default=1)
+        p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing one port")
+        p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+        p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+        p.add_argument("--open-loop", action="store_true", help="the issue's open-loop callers (barge-ins)")
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")
+        p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (SQLite otherwise)")
+        p.add_argument("--root", default="", help="serve another checkout's code (before/after comparisons)")
+        p.add_argument("--profile", default="", help="pyinstrument text profile of the server, to this file")
         p.add_argument("--engine", default="tone")
         p.add_argument("--ttft", type=float, default=0.3, help="fake model: seconds to the first token")
         p.add_argument("--tps", type=float, default=50.0, help="fake model: tokens per second")

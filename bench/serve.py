@@ -2,6 +2,7 @@
 with the HTTP-level fake model at chosen timing and a chosen speech engine.
 
     python bench/serve.py --port 8801 --server daphne --ttft 0.3 --tps 50 --engine tone
+    python bench/serve.py --port 8801 --server uvicorn --workers 2   # one process per core (needs REDIS_URL)
 
 Every turn's user text carries a tag ``[bench:<id>]``; when the fake emits the token that
 completes the reply's first marker it appends ``{"tag", "marker_wall"}`` to ``--marks``,
@@ -16,6 +17,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -31,23 +33,84 @@ REPLY = (
 )
 
 
+CONFIG_VARIABLE = "VANTUM_BENCH_SERVE"  # the options, as JSON, for each uvicorn worker process
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--server", choices=["daphne", "uvicorn"], default="daphne")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes on one port")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn only")
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn only")
     parser.add_argument("--ttft", type=float, default=0.3, help="seconds to the first token")
     parser.add_argument("--tps", type=float, default=50.0, help="tokens per second after the first")
     parser.add_argument("--engine", default="tone")
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
+    parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
     args = parser.parse_args()
+    if args.workers > 1 and args.server != "uvicorn":
+        parser.error("--workers needs --server uvicorn")
+    os.environ[CONFIG_VARIABLE] = json.dumps(vars(args))
 
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        # uvicorn re-raises SIGTERM after its graceful shutdown: exit through Python so the
+        # profile below gets written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
+    try:
+        serve(args)
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(
+                profiler.output_text(unicode=True, color=False, show_all=False, timeline=False)
+            )
+
+
+def serve(args: argparse.Namespace) -> None:
+    if args.server == "uvicorn":
+        import uvicorn
+
+        # An import string and a factory: each worker process builds its own application
+        # (and its own fake model) from the options in the environment.
+        uvicorn.run(
+            "bench.serve:application_from_environment",
+            factory=True,
+            host="127.0.0.1",
+            port=args.port,
+            workers=args.workers,
+            loop=args.loop,
+            http=args.http,
+            log_level="warning",
+            ws_max_size=4 * 1024 * 1024,
+        )
+    else:
+        from daphne.server import Server
+
+        Server(
+            application=application_from_environment(),
+            endpoints=[f"tcp:port={args.port}:interface=127.0.0.1"],
+            websocket_max_message_size=4 * 1024 * 1024,
+            verbosity=0,
+        ).run()
+
+
+def application_from_environment():
+    """The ASGI application with the fake model and engine the options ask for."""
+    sys.path.insert(0, str(ROOT))
+    args = argparse.Namespace(**json.loads(os.environ[CONFIG_VARIABLE]))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantum.settings")
     os.environ["TTS_ENGINE"] = args.engine
     import django
 
     django.setup()
-    from calls import consumers, engines
+    from calls import engines, session
     from llm.chunking import SemanticChunker
     from llm.fake_openai import FakeOpenAI, FakeReply
     from llm.openai_adapter import OpenAIChatProvider
@@ -90,23 +153,8 @@ def main() -> None:
                 text, self._spec_text = getattr(self, "_spec_text", ""), ""
                 return SemanticChunker.feed(self, text) + SemanticChunker.flush(self)
 
-        consumers.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
-
-    if args.server == "uvicorn":
-        import uvicorn
-
-        uvicorn.run(
-            application, host="127.0.0.1", port=args.port, log_level="warning", ws_max_size=4 * 1024 * 1024
-        )
-    else:
-        from daphne.server import Server
-
-        Server(
-            application=application,
-            endpoints=[f"tcp:port={args.port}:interface=127.0.0.1"],
-            websocket_max_message_size=4 * 1024 * 1024,
-            verbosity=0,
-        ).run()
+        session.Conversation = functools.partial(Conversation, chunker_factory=Buffered)
+    return application
 
 
 if __name__ == "__main__":

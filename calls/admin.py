@@ -4,19 +4,71 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from calls import live
+from calls import live, services
 from calls.dashboard import dashboard_data
 from calls.exports import export_response
-from calls.models import Call
+from calls.models import Call, Outcome
 from calls.selectors import call_list, call_transcript, live_calls
 
 REVIEW_PERMISSION = "calls.review_transcripts"
 END_PERMISSION = "calls.end_live_calls"
+PROMPT_EDIT_PERMISSION = "agents.edit_prompts"
+
+admin.site.site_header = "Vantum Voice"
+admin.site.site_title = "Vantum Voice"
+admin.site.index_title = "Calls, prompts and results"
+
+
+class ConversationFilter(admin.SimpleListFilter):
+    """Reloads and reconnects open calls where nobody says anything: hidden unless asked for."""
+
+    title = "conversation"
+    parameter_name = "conversation"
+
+    def lookups(self, request, model_admin):
+        return [("all", "All, with empty connections"), ("empty", "Empty connections only")]
+
+    def choices(self, changelist):
+        value = self.value()
+        yield {
+            "selected": value is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": "With at least one message",
+        }
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": value == lookup,
+                "query_string": changelist.get_query_string({self.parameter_name: lookup}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        if self.value() == "all":
+            return queryset
+        if self.value() == "empty":
+            return queryset.filter(message_count=0)
+        return queryset.filter(message_count__gt=0)
+
+
+class RatingFilter(admin.SimpleListFilter):
+    title = "rating"
+    parameter_name = "rating"
+
+    def lookups(self, request, model_admin):
+        return [(str(n), "★" * n) for n in range(5, 0, -1)] + [("none", "Not rated")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "none":
+            return queryset.filter(rating__isnull=True)
+        if self.value() in {"1", "2", "3", "4", "5"}:
+            return queryset.filter(rating=int(self.value()))
+        return queryset
 
 
 class FallbackFilter(admin.SimpleListFilter):
@@ -53,24 +105,32 @@ class InterruptedFilter(admin.SimpleListFilter):
 class CallAdmin(admin.ModelAdmin):
     list_display = (
         "started_at",
+        "prospect_display",
+        "outcome_display",
         "duration_display",
         "turns",
         "fallbacks",
         "interruptions",
         "prompt_version",
         "end_reason",
+        "rating_display",
         "llm_model",
     )
     list_filter = (
+        ConversationFilter,
+        "outcome",
+        RatingFilter,
         "end_reason",
         "prompt_version",
         FallbackFilter,
         InterruptedFilter,
+        "outcome_source",
         "tts_engine",
         "started_at",
     )
     date_hierarchy = "started_at"
-    search_fields = ("=session_id", "messages__text")
+    search_fields = ("=session_id", "prospect__name", "prospect__company", "messages__text")
+    search_help_text = "Prospect name or company, words said in the call, or a session id."
     ordering = ("-started_at",)
     actions = ["export_csv", "export_json"]
     change_form_template = "admin/calls/call/change_form.html"
@@ -79,6 +139,22 @@ class CallAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest):
         return call_list()
+
+    @admin.display(description="prospect", ordering="prospect__name")
+    def prospect_display(self, obj: Call) -> str:
+        prospect = obj.prospect if isinstance(obj.prospect, dict) else {}
+        parts = [str(prospect[key]) for key in ("name", "company") if prospect.get(key)]
+        return " · ".join(parts) or "—"
+
+    @admin.display(description="outcome", ordering="outcome")
+    def outcome_display(self, obj: Call) -> str:
+        if not obj.outcome:
+            return "in progress" if obj.ended_at is None else "—"
+        return obj.get_outcome_display()
+
+    @admin.display(description="rating", ordering="rating")
+    def rating_display(self, obj: Call) -> str:
+        return "★" * obj.rating if obj.rating else ""
 
     @admin.display(description="duration", ordering="duration")
     def duration_display(self, obj: Call) -> str:
@@ -130,9 +206,51 @@ class CallAdmin(admin.ModelAdmin):
         return export_response(call_ids=queryset.values_list("pk", flat=True), fmt="json")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
+        if not str(object_id).isdecimal():  # "abc" is no call (not a server error)
+            raise Http404("No call has this id.")
         call = get_object_or_404(call_list(), pk=object_id)
-        extra_context = {**(extra_context or {}), "transcript": call_transcript(call=call), "call": call}
+        extra_context = {
+            **(extra_context or {}),
+            "transcript": call_transcript(call=call),
+            "call": call,
+            "outcomes": Outcome.choices,
+            "can_review": request.user.has_perm(REVIEW_PERMISSION),
+            "has_recording": bool(call.recording),
+        }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def review_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """A reviewer's rating, note and outcome correction (the transcript stays read-only)."""
+        if request.method != "POST" or not request.user.has_perm(REVIEW_PERMISSION):
+            return HttpResponse("Reviewing a call needs a POST by a transcript reviewer.", status=403)
+        call = get_object_or_404(Call, pk=pk)
+        raw_rating = request.POST.get("rating", "").strip()
+        try:
+            services.call_review(
+                call=call,
+                reviewer=request.user,
+                rating=int(raw_rating) if raw_rating else None,
+                note=request.POST.get("review_note", "")[:10_000],
+                outcome=request.POST.get("outcome", "").strip() or None,
+            )
+        except ValueError as error:
+            messages.error(request, f"Not saved: {error}.")
+        else:
+            messages.success(request, "Review saved.")
+        return HttpResponseRedirect(reverse("admin:calls_call_change", args=[pk]))
+
+    def recording_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The call's audio, only to staff who may read its transcript (never a public URL)."""
+        if not request.user.has_perm(REVIEW_PERMISSION):
+            return HttpResponse("You may not listen to calls.", status=403)
+        call = get_object_or_404(Call, pk=pk)
+        if not call.recording:
+            raise Http404("This call has no recording.")
+        try:
+            audio = default_storage.open(call.recording.name, "rb")
+        except (FileNotFoundError, OSError):
+            raise Http404("The recording file is missing from storage.") from None
+        return FileResponse(audio, content_type="audio/wav", filename=f"call-{call.session_id}.wav")
 
     def get_urls(self):
         custom = [
@@ -140,6 +258,12 @@ class CallAdmin(admin.ModelAdmin):
             path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="calls_call_dashboard"),
             path("<int:pk>/end/", self.admin_site.admin_view(self.end_view), name="calls_call_end"),
             path("<int:pk>/follow/", self.admin_site.admin_view(self.follow_view), name="calls_call_follow"),
+            path("<int:pk>/review/", self.admin_site.admin_view(self.review_view), name="calls_call_review"),
+            path(
+                "<int:pk>/recording/",
+                self.admin_site.admin_view(self.recording_view),
+                name="calls_call_recording",
+            ),
         ]
         return custom + super().get_urls()
 
@@ -157,8 +281,13 @@ class CallAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/calls/call/live.html", context)
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
-        if not request.user.has_perm(REVIEW_PERMISSION):
-            return HttpResponse("You may not see call metrics.", status=403)
+        # Prompt editors see it too: it is where they compare prompt versions (no transcripts).
+        if not (request.user.has_perm(REVIEW_PERMISSION) or request.user.has_perm(PROMPT_EDIT_PERMISSION)):
+            return HttpResponse(
+                "The dashboard is for transcript reviewers and prompt editors; ask an administrator "
+                "to add you to one of those groups.",
+                status=403,
+            )
         days = request.GET.get("days", "7")
         days = int(days) if days.isdigit() and 1 <= int(days) <= 90 else 7
         context = {
@@ -167,6 +296,7 @@ class CallAdmin(admin.ModelAdmin):
             "title": f"Call metrics, last {days} days",
             "data": dashboard_data(days=days),
             "day_choices": (1, 7, 30, 90),
+            "can_open_calls": request.user.has_perm(REVIEW_PERMISSION),
         }
         return TemplateResponse(request, "admin/calls/call/dashboard.html", context)
 
@@ -189,6 +319,8 @@ class CallAdmin(admin.ModelAdmin):
             return HttpResponse("Ending a call needs a POST by staff allowed to end calls.", status=403)
         call = get_object_or_404(Call, pk=pk)
         # Whichever server process holds the call gets this through the channel layer.
-        async_to_sync(live.request_call_end)(session_id=call.session_id, reason="staff_ended")
-        messages.success(request, f"Asked the server to end {call}.")
+        if async_to_sync(live.request_call_end)(session_id=call.session_id, reason="staff_ended"):
+            messages.success(request, f"Asked the server to end {call}.")
+        else:
+            messages.error(request, f"{call} could not be ended. {live.UNAVAILABLE_MESSAGE}")
         return HttpResponseRedirect(reverse("admin:calls_call_live"))

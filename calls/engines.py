@@ -193,22 +193,26 @@ def get_session_registry() -> SessionRegistry:
     return _registry
 
 
+_AS_CONFIGURED = object()
+
+
 @contextlib.contextmanager
 def override_engines(
     *,
     chat: ChatProvider | None = None,
     speech: SpeechEngine | None = None,
-    transcriber: Transcriber | None = None,
+    transcriber: Transcriber | object | None = _AS_CONFIGURED,
     registry: SessionRegistry | None = None,
 ) -> Iterator[Engines]:
-    """Use these providers (the rest as configured) inside the block."""
+    """Use these providers (the rest as configured) inside the block. ``transcriber=None``
+    means no speech-to-text at all (the default keeps the configured one)."""
     global _engines, _registry
     saved, saved_registry = _engines, _registry
     base = _engines
     _engines = Engines(
         chat=chat or (base.chat if base else build_chat_provider()),
         speech=speech or (base.speech if base else build_speech_engine()),
-        transcriber=transcriber if transcriber is not None else (base.transcriber if base else None),
+        transcriber=(base.transcriber if base else None) if transcriber is _AS_CONFIGURED else transcriber,
     )
     if registry is not None:
         _registry = registry

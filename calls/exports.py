@@ -30,11 +30,27 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text: what callers said is never a formula.
+
+    A text starting like a formula gets a leading apostrophe (OWASP's advice); numbers and
+    dates are left alone. The JSON export keeps the exact text.
+    """
+    value = _plain(value)
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     writer = csv.writer(_Line())
     yield writer.writerow(EXPORT_FIELDS)
     for row in rows:
-        yield writer.writerow([_plain(row[field]) for field in EXPORT_FIELDS])
+        yield writer.writerow([_cell(row[field]) for field in EXPORT_FIELDS])
 
 
 def json_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -13,7 +15,26 @@ class EndReason(models.TextChoices):
     IDLE = "idle_timeout", "Idle timeout"
     MAX_DURATION = "max_duration", "Maximum duration"
     SERVER = "server_shutdown", "Server shut down"
+    LOST = "server_lost", "Server process lost (crash)"
     ERROR = "error", "Error"
+    AGENT = "agent_ended", "Ended by the agent"
+
+
+class Outcome(models.TextChoices):
+    """What the call achieved. Blank means "not set yet" (the call is still running)."""
+
+    MEETING_BOOKED = "meeting_booked", "Meeting booked"
+    CALLBACK = "callback", "Callback scheduled"
+    NOT_INTERESTED = "not_interested", "Not interested"
+    NO_DECISION = "no_decision", "No decision"
+    FAILED = "failed", "Failed (technical)"
+    DO_NOT_CALL = "do_not_call", "Do not call"
+
+
+class OutcomeSource(models.TextChoices):
+    AGENT = "agent", "Agent"
+    STAFF = "staff", "Staff"
+    SYSTEM = "system", "System"
 
 
 class Call(models.Model):
@@ -25,11 +46,32 @@ class Call(models.Model):
         "agents.PromptVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="calls"
     )
     prospect = models.JSONField(default=dict, blank=True)
-    voice_id = models.CharField(max_length=200, blank=True)
+    voice_id = models.CharField("voice", max_length=200, blank=True)
     language = models.CharField(max_length=20, blank=True)
     llm_model = models.CharField(max_length=200, blank=True)
     tts_engine = models.CharField(max_length=50, blank=True)
     stt_engine = models.CharField(max_length=50, blank=True)
+    # The server process serving the call (``ServerInstance.id``; not a foreign key: the call
+    # row may be written, after a database outage, before or without its instance row).
+    server_instance = models.UUIDField(null=True, blank=True, db_index=True, editable=False)
+    llm_model = models.CharField("LLM model", max_length=200, blank=True)
+    tts_engine = models.CharField("TTS engine", max_length=50, blank=True)
+    stt_engine = models.CharField("STT engine", max_length=50, blank=True)
+    outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True, db_index=True)
+    outcome_source = models.CharField(max_length=16, choices=OutcomeSource.choices, blank=True)
+    outcome_summary = models.TextField(blank=True)
+    # The reviewer's view of the call (written by calls.services.call_review only).
+    rating = models.PositiveSmallIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1), MaxValueValidator(5)], db_index=True
+    )
+    review_note = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    # Stereo WAV (left: caller, right: agent) in the default file storage; see calls.recording.
+    recording = models.FileField(upload_to="recordings/", max_length=255, blank=True)
+    recording_seconds = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -62,6 +104,8 @@ class Message(models.Model):
     fallback_tier = models.PositiveSmallIntegerField(null=True, blank=True)
     error_kind = models.CharField(max_length=32, blank=True)
     utterance_id = models.CharField(max_length=64, blank=True)
+    # The model's tool calls in this reply: [{"id", "name", "arguments", "ok", "result"}].
+    tool_calls = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField()
 
     class Meta:
@@ -87,3 +131,23 @@ class TurnMetrics(models.Model):
     retries = models.PositiveSmallIntegerField(default=0)
     error_kind = models.CharField(max_length=32, blank=True)
     created_at = models.DateTimeField(db_index=True)
+
+
+class ServerInstance(models.Model):
+    """One server process. It beats every ``VANTUM_HEARTBEAT_SECONDS``; a process whose beat
+    is stale was lost (SIGKILL, OOM, power), and its calls still "in progress" are closed with
+    reason ``server_lost`` by whichever process notices first (``calls.instances``)."""
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    hostname = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.CharField(max_length=32, blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid} ({self.id})"

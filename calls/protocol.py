@@ -6,12 +6,13 @@ carrying what the error event needs; encoders build the server's frames as bytes
 
 from __future__ import annotations
 
+import functools
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-from uuid6 import uuid7
 
 # Client -> server
 AUDIO_START = "voicechat.audio.start"
@@ -30,6 +31,7 @@ RESPONSE_STOP = "voicechat.response.stop"
 RESPONSE_TEXT = "voicechat.response.text"
 TRANSCRIPT_USER = "voicechat.transcript.user"
 VOICECHAT_ERROR = "voicechat.error"
+CALL_ENDED = "voicechat.call.ended"
 UNKNOWN_REQUEST = "error.unknown"
 
 MIN_SAMPLING_RATE = 8000
@@ -60,9 +62,50 @@ class ClientEvent:
     payload: dict[str, Any]
 
 
+_last_id_ms = 0
+_id_counter = 0
+_id_time = ""
+_random_hex = ""
+_random_at = 0
+_RANDOM_CHARS = 16  # the variant digit's 2 free bits + 15 hex digits: rand_b's 62 bits
+_RANDOM_BATCH = 512  # ids per os.urandom call
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_HEX3 = [f"{n:03x}" for n in range(0x1000)]
+
+
 def new_id() -> str:
-    """A UUIDv7 string: time-ordered, as the client expects."""
-    return str(uuid7())
+    """A UUIDv7 string: time-ordered, as the client expects.
+
+    Strictly increasing within the process (RFC 9562 method 1): ids of the same millisecond
+    count up in ``rand_a`` from a random start below 0x800, so a busy process never runs
+    its clock ahead (``uuid6.uuid7`` added a millisecond per id, minutes ahead after a
+    burst); ``rand_b`` comes from the OS's random source, drawn in batches. Built as text:
+    ``str(uuid7())`` was 3.1 µs of an audio frame's 4.7 µs of encoding.
+    """
+    global _last_id_ms, _id_counter, _id_time, _random_hex, _random_at
+    at = _random_at
+    if at + _RANDOM_CHARS > len(_random_hex):
+        _random_hex = os.urandom(_RANDOM_CHARS * _RANDOM_BATCH // 2).hex()
+        at = 0
+    _random_at = at + _RANDOM_CHARS
+    r = _random_hex[at : at + _RANDOM_CHARS]
+    ms = time.time_ns() // 1_000_000
+    if ms > _last_id_ms:
+        _last_id_ms = ms
+        _id_counter = int(r[-3:], 16) & 0x7FF
+        _id_time = _id_prefix(ms)
+    else:
+        _id_counter += 1
+        if _id_counter > 0xFFF:  # 2,048+ ids in one millisecond: borrow the next one
+            _last_id_ms += 1
+            _id_counter = 0
+            _id_time = _id_prefix(_last_id_ms)
+    return f"{_id_time}{_HEX3[_id_counter]}-{_VARIANT[r[0]]}{r[1:4]}-{r[4:]}"
+
+
+def _id_prefix(ms: int) -> str:
+    h = f"{ms & 0xFFFFFFFFFFFF:012x}"
+    return f"{h[:8]}-{h[8:]}-7"
 
 
 def now_ms() -> float:
@@ -225,12 +268,49 @@ def encode_response_start(session_id: str, utterance_id: str) -> bytes:
 
 
 def encode_response_chunk(session_id: str, utterance_id: str, audio: bytes, sample_rate: int) -> bytes:
-    return _frame(
-        RESPONSE_CHUNK,
-        new_id(),
-        session_id,
-        {"audio": audio, "utteranceId": utterance_id, "sampleRate": sample_rate},
+    return _response_chunk(new_id(), session_id, utterance_id, audio, sample_rate)
+
+
+# An audio frame is most of what the server sends: its envelope is pre-built, so per frame
+# only the event id and the audio's length are packed. The bytes are exactly those of
+# ``_frame(RESPONSE_CHUNK, ...)`` (same map order), which tests/test_protocol_frames.py checks.
+_CHUNK_HEAD = _packb(RESPONSE_CHUNK)
+
+
+def _response_chunk(
+    event_id: str, session_id: str, utterance_id: str, audio: bytes, sample_rate: int
+) -> bytes:
+    size = len(audio)
+    if size < 0x100:
+        bin_header = b"\xc4" + size.to_bytes(1, "big")
+    elif size < 0x10000:
+        bin_header = b"\xc5" + size.to_bytes(2, "big")
+    else:
+        bin_header = b"\xc6" + size.to_bytes(4, "big")
+    return b"".join(
+        (
+            _CHUNK_PREFIX,
+            _packb(event_id),
+            _chunk_session_part(session_id),
+            bin_header,
+            audio,
+            _chunk_utterance_part(utterance_id, sample_rate),
+        )
     )
+
+
+_CHUNK_PREFIX = b"\x84" + _packb("eventType") + _CHUNK_HEAD + _packb("eventId")
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_session_part(session_id: str) -> bytes:
+    # ..."sessionId": <id>, "payload": {"audio": (the bin header and audio follow)
+    return _packb("sessionId") + _packb(session_id) + _packb("payload") + b"\x83" + _packb("audio")
+
+
+@functools.lru_cache(maxsize=4096)
+def _chunk_utterance_part(utterance_id: str, sample_rate: int) -> bytes:
+    return _packb("utteranceId") + _packb(utterance_id) + _packb("sampleRate") + _packb(sample_rate)
 
 
 def encode_response_text(session_id: str, utterance_id: str, index: int, text: str) -> bytes:
@@ -263,3 +343,10 @@ def encode_voicechat_error(session_id: str, error_type: str, message: str, retry
         session_id,
         {"errorType": error_type, "message": message, "retryable": retryable},
     )
+
+
+def encode_call_ended(session_id: str, reason: str, message: str | None = None) -> bytes:
+    payload: dict[str, Any] = {"reason": reason}
+    if message:
+        payload["message"] = message
+    return _frame(CALL_ENDED, new_id(), session_id, payload)

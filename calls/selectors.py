@@ -13,6 +13,10 @@ EXPORT_FIELDS = (
     "session_id",
     "call_started_at",
     "prompt_version",
+    "prospect_name",
+    "prospect_company",
+    "outcome",
+    "end_reason",
     "seq",
     "role",
     "created_at",
@@ -28,8 +32,11 @@ EXPORT_FIELDS = (
 
 
 def call_list() -> QuerySet[Call]:
-    """Calls with their turn, fallback and interruption counts and duration (one query)."""
+    """Calls with their turn, fallback and interruption counts and duration (one query).
+    ``message_count`` 0 marks an empty call: a connection (reload, reconnect) where nobody
+    said anything."""
     return Call.objects.select_related("prompt_version").annotate(
+        message_count=Count("messages"),
         turns=Count("messages", filter=Q(messages__role=Role.ASSISTANT)),
         fallbacks=Count("messages", filter=Q(messages__fallback_tier__isnull=False)),
         interruptions=Count("messages", filter=Q(messages__interrupted=True)),
@@ -42,7 +49,23 @@ def call_transcript(*, call: Call) -> list[Message]:
 
 
 def live_calls() -> QuerySet[Call]:
-    return call_list().filter(ended_at__isnull=True).order_by("-started_at")
+    """Calls in progress. A call whose server process stopped beating (crashed) is not
+    listed, even before a live process has closed it as ``server_lost``."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from calls.models import ServerInstance
+
+    stale = timezone.now() - timedelta(seconds=3 * settings.VANTUM_HEARTBEAT_SECONDS)
+    dead = ServerInstance.objects.filter(Q(stopped_at__isnull=False) | Q(heartbeat_at__lt=stale))
+    return (
+        call_list()
+        .filter(ended_at__isnull=True)
+        .exclude(server_instance__in=dead.values("id"))
+        .order_by("-started_at")
+    )
 
 
 def export_rows(*, call_ids: Iterable[int], chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
@@ -54,6 +77,10 @@ def export_rows(*, call_ids: Iterable[int], chunk_size: int = 2000) -> Iterator[
             "call__session_id",
             "call__started_at",
             "call__prompt_version__number",
+            "call__prospect__name",
+            "call__prospect__company",
+            "call__outcome",
+            "call__end_reason",
             "seq",
             "role",
             "created_at",

@@ -7,10 +7,16 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from calls import live
+from calls.origins import origin_allowed, origin_of
 
 
 class FollowCallConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
+        # The staff cookie rides along whatever page opens this socket: only our own pages
+        # (same rules as /ws) may read a live transcript.
+        if not origin_allowed(origin_of(self.scope), self.scope):
+            await self.close(code=4003)
+            return
         user = self.scope.get("user")
         if user is None or not user.is_authenticated or not user.is_staff:
             await self.close(code=4003)
@@ -19,8 +25,12 @@ class FollowCallConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4003)
             return
         self.group = live.watch_group(self.scope["url_route"]["kwargs"]["session_id"])
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.channel_layer.group_add(self.group, self.channel_name)  # best effort, bounded
         await self.accept()
+        if not await live.layer_reachable():
+            # Say so plainly; the page keeps the stored transcript and the layer re-joins the
+            # group once Redis is back.
+            await self.send_json({"kind": "unavailable", "message": live.UNAVAILABLE_MESSAGE})
 
     async def disconnect(self, code: int) -> None:
         if hasattr(self, "group"):

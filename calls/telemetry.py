@@ -49,3 +49,22 @@ def observe_turn(
     ):
         if value is not None:
             histogram.observe(value)
+
+
+# --- outages (issue 10)
+LIVE_FAILURES = Counter(
+    "vantum_live_failures_total",
+    "Channel-layer (Redis) operations that failed or were shed; calls are not affected",
+    ["operation"],
+)
+RECORDER_RETRIES = Counter("vantum_recorder_retries_total", "Database writes retried")
+RECORDER_SPOOLED = Counter(
+    "vantum_recorder_spooled_total", "Database writes spooled to a local file while the database was down"
+)
+RECORDER_REPLAYED = Counter("vantum_recorder_replayed_total", "Spooled writes stored after recovery")
+RECORDER_LOST = Counter(
+    "vantum_recorder_lost_writes_total", "Writes that could not be stored nor spooled (logged as errors)"
+)
+RECORDER_PENDING = Gauge("vantum_recorder_spool_pending", "Spooled writes waiting for the database")
+CALLS_LOST = Counter("vantum_calls_lost_total", "Calls of crashed processes closed as server_lost")
+REJECTED_TURNS = Counter("vantum_turns_rejected_total", "Turns refused by VANTUM_MAX_TURNS_PER_MINUTE")

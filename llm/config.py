@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llm import prompts
-from vantum.env import EnvError, env_float, env_int, env_str
+from vantum.env import EnvError, env_bool, env_float, env_int, env_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +64,21 @@ class LLMConfig:
     session_idle_timeout: float = 1800.0
     session_max_duration: float = 7200.0
     cleanup_interval: float = 300.0
-    max_messages: int = 0
-    max_context_tokens: int = 0
+    # Bounds a real sales call never reaches (hours of talk), so one caller cannot make every
+    # turn cost millions of prompt tokens; 0 means unlimited (the original spec's default).
+    max_messages: int = 1000
+    max_context_tokens: int = 32000
+    # A 429's retry-after is honoured up to this many seconds: a caller waits on the line.
+    retry_after_max: float = 5.0
+    # When the first token is this late (seconds; 0 = never), the caller hears hold_message.
+    hold_message_after: float = 2.5
+    hold_message: str = prompts.DEFAULT_HOLD_MESSAGE
+    # Tools (function calling): offered when the call layer registers some and this is on.
+    tools_enabled: bool = True
+    max_tool_rounds: int = 3
+    tool_timeout: float = 10.0
+    # Tier 3 is the spec's "graceful exit": after its message the call ends.
+    tier3_ends_call: bool = True
 
     @property
     def demo_mode(self) -> bool:
@@ -112,6 +125,13 @@ def llm_config_from_env() -> LLMConfig:
         session_idle_timeout=_ms("LLM_SESSION_IDLE_TIMEOUT", 1800000),
         session_max_duration=_ms("LLM_SESSION_MAX_DURATION", 7200000),
         cleanup_interval=_ms("LLM_CLEANUP_INTERVAL", 300000),
-        max_messages=env_int("LLM_MAX_MESSAGES", 0, minimum=0),
-        max_context_tokens=env_int("LLM_MAX_CONTEXT_TOKENS", 0, minimum=0),
+        max_messages=env_int("LLM_MAX_MESSAGES", 1000, minimum=0),
+        max_context_tokens=env_int("LLM_MAX_CONTEXT_TOKENS", 32000, minimum=0),
+        retry_after_max=_ms("LLM_RETRY_AFTER_MAX", 5000, minimum=0),
+        hold_message_after=_ms("LLM_HOLD_MESSAGE_AFTER", 2500, minimum=0),
+        hold_message=env_str("LLM_HOLD_MESSAGE", prompts.DEFAULT_HOLD_MESSAGE).strip(),
+        tools_enabled=env_bool("LLM_TOOLS_ENABLED", True),
+        max_tool_rounds=env_int("LLM_MAX_TOOL_ROUNDS", 3, minimum=0, maximum=10),
+        tool_timeout=_ms("LLM_TOOL_TIMEOUT", 10000),
+        tier3_ends_call=env_bool("LLM_FALLBACK_TIER3_ENDS_CALL", True),
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
 # A rough token estimate (4 characters a token for English) is enough to keep a context
 # under a budget; an exact tokenizer per model is not worth a dependency here.
@@ -16,9 +18,24 @@ def estimate_tokens(text: str) -> int:
 
 @dataclass(slots=True)
 class ContextMessage:
-    role: str  # "user" or "assistant"
+    role: str  # "user", "assistant" or "tool"
     content: str
     timestamp: float
+    tool_calls: list[dict[str, Any]] | None = None  # an assistant message that called tools
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    def request_entry(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            entry["content"] = self.content or None
+            entry["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            entry["tool_call_id"] = self.tool_call_id
+        return entry
+
+    def estimated_tokens(self) -> int:
+        extra = json.dumps(self.tool_calls) if self.tool_calls else ""
+        return estimate_tokens(self.content + extra)
 
 
 class ConversationContext:
@@ -43,15 +60,30 @@ class ConversationContext:
         if text.strip():
             self._append(ContextMessage("assistant", text, timestamp))
 
-    def request_messages(self, system_prompt: str) -> list[dict[str, str]]:
+    def add_reply(self, messages: list[dict[str, Any]], *, timestamp: float) -> None:
+        """Record a reply given as chat messages (``llm.turn.Reply.context_messages``):
+        assistant text, assistant tool calls and their ``tool`` results, in order."""
+        for message in messages:
+            if message["role"] == "assistant" and not message.get("tool_calls"):
+                self.add_assistant(message.get("content") or "", timestamp=timestamp)
+                continue
+            self._append(
+                ContextMessage(
+                    message["role"],
+                    message.get("content") or "",
+                    timestamp,
+                    tool_calls=message.get("tool_calls"),
+                    tool_call_id=message.get("tool_call_id"),
+                )
+            )
+
+    def request_messages(self, system_prompt: str) -> list[dict[str, Any]]:
         """The ``messages`` array for a chat completion, trimmed to the token budget."""
         history = self.messages
         if self.max_context_tokens:
             budget = self.max_context_tokens - estimate_tokens(system_prompt)
             history = self._newest_within(budget)
-        return [{"role": "system", "content": system_prompt}] + [
-            {"role": m.role, "content": m.content} for m in history
-        ]
+        return [{"role": "system", "content": system_prompt}] + [m.request_entry() for m in history]
 
     @property
     def last_message_at(self) -> float | None:
@@ -59,7 +91,7 @@ class ConversationContext:
 
     def _append(self, message: ContextMessage) -> None:
         self.messages.append(message)
-        self._tokens += estimate_tokens(message.content)
+        self._tokens += message.estimated_tokens()
         if self.max_messages:
             while len(self.messages) > self.max_messages and self._drop_oldest_turn():
                 pass
@@ -73,7 +105,7 @@ class ConversationContext:
         if end > last_user:
             return False
         for message in self.messages[:end]:
-            self._tokens -= estimate_tokens(message.content)
+            self._tokens -= message.estimated_tokens()
         del self.messages[:end]
         return True
 
@@ -81,7 +113,7 @@ class ConversationContext:
         kept: list[ContextMessage] = []
         used = 0
         for message in reversed(self.messages):
-            cost = estimate_tokens(message.content)
+            cost = message.estimated_tokens()
             if kept and used + cost > budget:
                 break
             kept.append(message)

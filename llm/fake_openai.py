@@ -22,6 +22,14 @@ Endpoints (matched on the end of the path, so any ``base_url`` works):
 What answers: per endpoint, the next ``script()``-ed reply, else ``responder(body)`` (chat
 only; the demo uses it, so replies depend on the request alone), else the default.
 
+Tool calls: ``FakeReply(text=..., tool_calls=[FakeToolCall("book_meeting", {...})],
+text_after=...)`` streams the text, then each call as OpenAI does (a first delta with
+``index``, ``id`` and the name, then the JSON arguments in ``piece``-character fragments,
+``token_delay`` apart), then ``text_after``, with ``finish_reason: "tool_calls"``. Like
+OpenAI, a request whose messages break the tool-call pairing (an assistant ``tool_calls``
+message not followed by a ``tool`` message for each id, or a ``tool`` message answering no
+call) gets a 400, so a client that sends an incoherent follow-up fails here as it would there.
+
 Faults (``Fault``): ``AUTH`` 401, ``PERMISSION_DENIED`` 403, ``NOT_FOUND`` 404,
 ``BAD_REQUEST`` 400, ``RATE_LIMIT`` 429 (``retry-after`` header from ``retry_after``),
 ``SERVER_ERROR`` 500, ``UNAVAILABLE`` 503; ``CONNECTION`` raises ``httpx2.ConnectError``;
@@ -124,6 +132,25 @@ def split_like_gpt(text: str) -> list[str]:
 
 
 @dataclass
+class FakeToolCall:
+    """One scripted tool call. ``arguments`` is sent as given (a str, possibly broken JSON)
+    or JSON-encoded (a dict); it is streamed in fragments of ``piece`` characters."""
+
+    name: str
+    arguments: str | dict[str, Any] = ""
+    id: str | None = None
+    piece: int = 5
+
+    def argument_text(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+    def fragments(self) -> list[str]:
+        text = self.argument_text()
+        size = max(1, self.piece)
+        return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+@dataclass
 class FakeReply:
     """One scripted answer. Times are seconds.
 
@@ -145,9 +172,25 @@ class FakeReply:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     finish_reason: str = "stop"
+    tool_calls: list[FakeToolCall] = field(default_factory=list)
+    text_after: str = ""
 
     def token_list(self) -> list[str]:
         return list(self.tokens) if self.tokens is not None else split_like_gpt(self.text)
+
+    def final_finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls and self.finish_reason == "stop" else self.finish_reason
+
+    def stream_deltas(self, call_ids: list[str]) -> list[dict[str, Any]]:
+        """Every delta after the role chunk, in order: text, tool calls, text after."""
+        deltas: list[dict[str, Any]] = [{"content": token} for token in self.token_list()]
+        for index, (call, call_id) in enumerate(zip(self.tool_calls, call_ids, strict=True)):
+            head = {"index": index, "id": call_id, "type": "function"}
+            deltas.append({"tool_calls": [{**head, "function": {"name": call.name, "arguments": ""}}]})
+            for fragment in call.fragments():
+                deltas.append({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]})
+        deltas.extend({"content": token} for token in split_like_gpt(self.text_after))
+        return deltas
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +306,9 @@ class FakeOpenAI:
         self, request: httpx2.Request, record: dict[str, Any], request_index: int
     ) -> httpx2.Response:
         body = record.get("json") or {}
+        problem = tool_message_problem(body.get("messages") or [])
+        if problem is not None:
+            return _error_response(400, "invalid_request_error", problem)
         reply = self._next("chat")
         if reply is None:
             reply = self.responder(body) if self.responder is not None else self.default
@@ -286,6 +332,16 @@ class FakeOpenAI:
     async def _completion(self, body: dict[str, Any], reply: FakeReply) -> httpx2.Response:
         tokens = [] if reply.fault is Fault.EMPTY else reply.token_list()
         await asyncio.sleep(reply.first_token_delay + reply.token_delay * max(0, len(tokens) - 1))
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(tokens) + reply.text_after}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_fake{next(self._ids)}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.argument_text()},
+                }
+                for call in reply.tool_calls
+            ]
         return httpx2.Response(
             200,
             json={
@@ -296,8 +352,8 @@ class FakeOpenAI:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": "".join(tokens)},
-                        "finish_reason": reply.finish_reason,
+                        "message": message,
+                        "finish_reason": reply.final_finish_reason(),
                         "logprobs": None,
                     }
                 ],
@@ -323,11 +379,12 @@ class FakeOpenAI:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
             return event({**base, "choices": [choice]})
 
-        tokens = [] if reply.fault is Fault.EMPTY else reply.token_list()
+        call_ids = [call.id or f"call_fake{next(self._ids)}" for call in reply.tool_calls]
+        deltas = [] if reply.fault is Fault.EMPTY else reply.stream_deltas(call_ids)
         if reply.first_token_delay:
             await asyncio.sleep(reply.first_token_delay)
         yield chunk({"role": "assistant", "content": ""})
-        for index, token in enumerate(tokens):
+        for index, delta in enumerate(deltas):
             if reply.fault in _MID_STREAM and index == reply.fault_after:
                 if reply.fault is Fault.STALL:
                     await asyncio.sleep(reply.stall_seconds)
@@ -344,15 +401,16 @@ class FakeOpenAI:
                     return
             if index and reply.token_delay:
                 await asyncio.sleep(reply.token_delay)
-            emitted = Emitted(request_index, index, token, time.monotonic(), time.time())
-            if self.keep_log:
-                self.emitted.append(emitted)
-            if self.on_emit is not None:
-                self.on_emit(body, emitted)
-            yield chunk({"content": token})
-        yield chunk({}, finish=reply.finish_reason)
+            if "content" in delta:
+                emitted = Emitted(request_index, index, delta["content"], time.monotonic(), time.time())
+                if self.keep_log:
+                    self.emitted.append(emitted)
+                if self.on_emit is not None:
+                    self.on_emit(body, emitted)
+            yield chunk(delta)
+        yield chunk({}, finish=reply.final_finish_reason())
         if (body.get("stream_options") or {}).get("include_usage"):
-            yield event({**base, "choices": [], "usage": self._usage(body, reply, len(tokens))})
+            yield event({**base, "choices": [], "usage": self._usage(body, reply, len(deltas))})
         record["outcome"] = "complete"  # before [DONE]: a client may close as soon as it sees it
         yield b"data: [DONE]\n\n"
 
@@ -431,6 +489,37 @@ def _error_response(
 ) -> httpx2.Response:
     error = {"error": {"message": message, "type": code, "code": code, "param": None}}
     return httpx2.Response(status, json=error, headers=headers or {})
+
+
+def tool_message_problem(messages: list[dict[str, Any]]) -> str | None:
+    """OpenAI's 400 for messages whose tool calls and tool results do not pair up; None if fine."""
+    waiting: list[str] = []  # ids of the last tool_calls message still without a result
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if call_id not in waiting:
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceding "
+                    f"message with 'tool_calls' (tool_call_id {call_id!r})."
+                )
+            waiting.remove(call_id)
+            continue
+        if waiting:
+            return (
+                "An assistant message with 'tool_calls' must be followed by tool messages responding "
+                f"to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                f"{', '.join(waiting)}"
+            )
+        if role == "assistant" and message.get("tool_calls"):
+            waiting = [str(call.get("id")) for call in message["tool_calls"]]
+    if waiting:
+        return (
+            "An assistant message with 'tool_calls' must be followed by tool messages responding "
+            f"to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+            f"{', '.join(waiting)}"
+        )
+    return None
 
 
 Files = dict[str, tuple[str, str, bytes]]

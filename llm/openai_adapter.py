@@ -12,16 +12,19 @@ reading the stream.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import httpx2
 import openai
 
 from llm.config import ModelParams
 from llm.providers import ChatDelta, ErrorKind, ProviderError
+from llm.sse import ServerSentEvent, SSEDecoder, SSEError, is_done, json_object, stream_error
 
 logger = logging.getLogger(__name__)
 
@@ -144,55 +147,123 @@ class OpenAIChatProvider:
         return f"{what} at {self.base_url or OPENAI_BASE_URL}"
 
     async def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self,
+        *,
+        messages: Sequence[dict[str, Any]],
+        params: ModelParams,
+        call_id: str,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[ChatDelta]:
-        """Yield text deltas as the model writes, then one usage delta.
+        """Yield deltas as the model writes (text, tool-call pieces, the finish reason), then
+        one usage delta.
 
+        The SDK sends the request (base URL, authentication, headers, timeout) through its
+        generic ``post`` and raises its own errors for a failed one; the body is read raw and
+        parsed by ``llm.sse`` (no pydantic object per chunk). The request body is built here
+        as plain JSON: ``chat.completions.create`` ran the SDK's type-driven transformation
+        over every message, 75 % of a request's CPU (docs/BENCHMARKS.md, issue 11).
         Raises ``ProviderError`` for every failure, including a stream that ends without
         the model finishing (no finish reason and no usage: the connection was cut cleanly).
         Cancelling the consumer, or closing this generator, closes the HTTP stream.
         """
         logger.debug("call=%s chat request: model=%s messages=%d", call_id, params.model, len(messages))
-        try:
-            stream = await self._client.chat.completions.create(
-                model=params.model,
-                messages=list(messages),  # type: ignore[arg-type]
-                temperature=params.temperature,
-                max_tokens=params.max_tokens,
-                top_p=params.top_p,
-                frequency_penalty=params.frequency_penalty,
-                presence_penalty=params.presence_penalty,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        except Exception as error:
-            classified = classify_error(error)
-            logger.warning(
-                "call=%s chat request failed (%s): %s", call_id, classified.kind, classified.message
-            )
-            raise classified from error
-        finish_reason: str | None = None
-        usage_seen = False
-        try:
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
+        body: dict[str, Any] = {
+            "model": params.model,
+            "messages": list(messages),
+            "temperature": params.temperature,
+            "max_tokens": params.max_tokens,
+            "top_p": params.top_p,
+            "frequency_penalty": params.frequency_penalty,
+            "presence_penalty": params.presence_penalty,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            body["tools"] = list(tools)
+            if tool_choice:
+                body["tool_choice"] = tool_choice
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                # cast_to=Response with stream=True: the SDK hands back the unread response.
+                http_response = await self._client.post(
+                    "/chat/completions", body=body, cast_to=httpx2.Response, stream=True
+                )
+                stack.push_async_callback(http_response.aclose)
+            except Exception as error:
+                classified = classify_error(error)
+                logger.warning(
+                    "call=%s chat request failed (%s): %s", call_id, classified.kind, classified.message
+                )
+                raise classified from error
+            finish_reason: str | None = None
+            usage_seen = False
+            try:
+                async for payload in _chunks(http_response):
+                    usage = payload.get("usage")
+                    if usage:
                         usage_seen = True
                         yield ChatDelta(
-                            prompt_tokens=chunk.usage.prompt_tokens,
-                            completion_tokens=chunk.usage.completion_tokens,
+                            prompt_tokens=usage.get("prompt_tokens"),
+                            completion_tokens=usage.get("completion_tokens"),
                         )
-                    if chunk.choices:
-                        choice = chunk.choices[0]
-                        finish_reason = choice.finish_reason or finish_reason
-                        if choice.delta.content:
-                            yield ChatDelta(text=choice.delta.content)
-        except Exception as error:
-            classified = classify_error(error)
-            logger.warning("call=%s chat stream broke (%s): %s", call_id, classified.kind, classified.message)
-            raise classified from error
+                    choices = payload.get("choices")
+                    if choices:
+                        choice = choices[0]
+                        delta = choice.get("delta") or _NO_DELTA
+                        content = delta.get("content")
+                        tool_calls = delta.get("tool_calls")
+                        finished = choice.get("finish_reason")
+                        if finished:
+                            finish_reason = finished
+                        if content or tool_calls or finished:
+                            yield ChatDelta(text=content or "", tool_calls=tool_calls, finish_reason=finished)
+            except Exception as error:
+                classified = classify_error(error)
+                logger.warning(
+                    "call=%s chat stream broke (%s): %s", call_id, classified.kind, classified.message
+                )
+                raise classified from error
         if finish_reason is None and not usage_seen:
             logger.warning("call=%s chat stream ended before the model finished", call_id)
             raise ProviderError(ErrorKind.NETWORK, "the stream ended before the model finished")
         if finish_reason not in (None, "stop"):
             logger.info("call=%s reply ended by %s", call_id, finish_reason)
+
+
+_NO_DELTA: dict[str, Any] = {}
+
+
+async def _chunks(response: httpx2.Response) -> AsyncIterator[dict[str, Any]]:
+    """The JSON chunks of a chat completion stream, up to ``[DONE]`` or the end of the body.
+
+    Errors come out as the SDK's classes, as its own stream reader raises them: a transport
+    error while reading is ``APITimeoutError`` / ``APIConnectionError`` (caused by the
+    transport's), a mid-stream ``{"error": ...}`` event is ``APIError``. A body that is not
+    an event stream of JSON objects is a ``ProviderError`` (SERVER: the server is broken).
+    """
+    decoder = SSEDecoder()
+    try:
+        async for raw in response.aiter_bytes():
+            for event in decoder.feed(raw):
+                if is_done(event):
+                    return
+                yield _payload(event, response)
+        for event in decoder.finish():
+            if is_done(event):
+                return
+            yield _payload(event, response)
+    except httpx2.TimeoutException as error:
+        raise openai.APITimeoutError(request=response.request) from error
+    except httpx2.RequestError as error:
+        raise openai.APIConnectionError(request=response.request) from error
+    except SSEError as error:
+        raise ProviderError(ErrorKind.SERVER, f"malformed stream from the model server: {error}") from error
+
+
+def _payload(event: ServerSentEvent, response: httpx2.Response) -> dict[str, Any]:
+    payload = json_object(event)
+    failure = stream_error(payload)
+    if failure is not None:
+        raise openai.APIError(failure[0], response.request, body=failure[1])
+    return payload

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from llm.config import ModelParams
 
@@ -57,11 +57,18 @@ class ProviderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ChatDelta:
-    """One streamed piece: text content, and/or the usage that ends an OpenAI stream."""
+    """One streamed piece: text content, and/or the usage that ends an OpenAI stream.
+
+    ``tool_calls`` is the raw ``choices[0].delta.tool_calls`` list of an OpenAI chunk (pieces
+    of function calls, to be joined by ``index``), ``finish_reason`` the choice's finish
+    reason on the chunk that carries it (``"stop"``, ``"length"``, ``"tool_calls"``...).
+    """
 
     text: str = ""
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    finish_reason: str | None = None
 
 
 class ChatProvider(Protocol):
@@ -70,10 +77,18 @@ class ChatProvider(Protocol):
     ``stream_chat`` returns an async iterator that yields deltas as the model writes
     them. It raises ``ProviderError`` (from the call or from the iteration) for every
     failure; cancelling the consuming task closes the underlying HTTP stream.
+    ``tools`` (OpenAI function schemas) and ``tool_choice`` are passed only when the
+    conversation offers tools, so a provider without tool support needs neither.
     """
 
     name: str
 
     def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self,
+        *,
+        messages: Sequence[dict[str, Any]],
+        params: ModelParams,
+        call_id: str,
+        tools: Sequence[dict[str, Any]] | None = None,
+        tool_choice: str | None = None,
     ) -> AsyncIterator[ChatDelta]: ...

@@ -10,14 +10,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from llm.chunking import SemanticChunker
 from llm.config import LLMConfig
 from llm.context import ConversationContext
 from llm.metrics import LLMServiceMetrics
-from llm.prompts import build_system_prompt
+from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
-from llm.turn import Reply, SpeechSink, speak_fallback, stream_reply
+from llm.tools import ToolRegistry
+from llm.turn import EndCall, Reply, SpeechSink, speak_fallback, stream_reply
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,10 @@ class Conversation:
     ``respond`` runs one turn at a time; turns that arrive while one runs wait in FIFO
     order (``asyncio.Lock`` wakes waiters first come, first served). Cancelling a waiting
     or running ``respond`` (barge-in) leaves the context coherent: the user's words and
-    only what the caller actually heard of the reply.
+    only what the caller actually heard of the reply (and every tool call of it with its
+    result). ``tools`` are offered to the model when ``config.tools_enabled``; a reply that
+    should end the call carries ``reply.end_call`` and the call layer ends the call once
+    the reply has been spoken.
     """
 
     def __init__(
@@ -43,12 +48,14 @@ class Conversation:
         config: LLMConfig,
         metrics: LLMServiceMetrics,
         chunker_factory: Callable[[], SemanticChunker] = SemanticChunker,
+        tools: ToolRegistry | None = None,
     ) -> None:
         self.call_id = call_id
         self.provider = provider
         self.config = config
         self.metrics = metrics
         self.chunker_factory = chunker_factory
+        self.tools = tools if tools and config.tools_enabled else None
         self.context = ConversationContext(
             max_messages=config.max_messages, max_context_tokens=config.max_context_tokens
         )
@@ -67,9 +74,15 @@ class Conversation:
     def queued_turns(self) -> int:
         return self._waiting
 
-    def update_prospect(self, prospect: Mapping[str, str]) -> None:
-        """Used by the system prompt from the next turn on."""
-        self.prospect.update({k: v for k, v in prospect.items() if v is not None})
+    def update_prospect(self, prospect: Mapping[str, Any]) -> None:
+        """Used by the system prompt from the next turn on. The caller sends it: values are
+        cleaned and bounded (``clean_prospect_value``), and so is the number of fields."""
+        for key, value in prospect.items():
+            if value is None or not isinstance(key, str):
+                continue
+            if key not in self.prospect and len(self.prospect) >= PROSPECT_MAX_FIELDS:
+                continue
+            self.prospect[clean_prospect_value(key)[:40] or "_"] = clean_prospect_value(value)
 
     def system_prompt(self) -> str:
         return build_system_prompt(self.config.system_prompt, self.prospect)
@@ -127,6 +140,7 @@ class Conversation:
                 sink=sink,
                 call_id=self.call_id,
                 chunker=self.chunker_factory(),
+                tools=self.tools,
             )
             if reply.error is None:
                 self.failure_count = 0
@@ -137,6 +151,8 @@ class Conversation:
                 self.metrics.record_failure(kind=reply.error.kind.value, tier=tier)
                 log = logger.error if tier == 3 else logger.warning
                 log("call=%s tier %d fallback after %s failure", self.call_id, tier, reply.error.kind.value)
+                if tier == 3 and self.config.tier3_ends_call:
+                    reply.end_call = EndCall(by="fallback")
                 await speak_fallback(reply, text=self.config.fallback_for_tier(tier), tier=tier, sink=sink)
         except asyncio.CancelledError:
             reply.interrupted = True
@@ -144,7 +160,7 @@ class Conversation:
         finally:
             reply.finished_at = time.monotonic()
             self.last_activity_at = reply.finished_at
-            self.context.add_assistant(reply.said_text, timestamp=time.time())
+            self.context.add_reply(reply.context_messages(), timestamp=time.time())
 
 
 ExpireCallback = Callable[[str, str], Awaitable[None]]

@@ -27,3 +27,9 @@ def use_engines(fresh_registry):
     yield install
     while stack:
         stack.pop().__exit__(None, None, None)
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path_factory):
+    """Recordings written by a test go to a temporary folder, never into the project."""
+    settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")

@@ -69,6 +69,7 @@ def server_env(extra: Mapping[str, str]) -> dict[str, str]:
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "DJANGO_SETTINGS_MODULE": "vantum.settings",
+        "DJANGO_DEBUG": "true",  # development mode, as `make run` (production is the default)
         "LOG_LEVEL": "WARNING",
         "TTS_ENGINE": "tone",
         "STT_ENGINE": "fake",

@@ -32,12 +32,14 @@ class ScriptedProvider:
     scripts: list[Script]
     name: str = "scripted"
     requests: list[list[dict[str, str]]] = field(default_factory=list)
+    offered: list[dict] = field(default_factory=list)
     emitted_at: list[float] = field(default_factory=list)
 
     async def stream_chat(
-        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str
+        self, *, messages: Sequence[dict[str, str]], params: ModelParams, call_id: str, **offered
     ) -> AsyncIterator[ChatDelta]:
         self.requests.append(list(messages))
+        self.offered.append(offered)  # tools / tool_choice, when the conversation offers tools
         script = self.scripts.pop(0) if len(self.scripts) > 1 else self.scripts[0]
         for n, token in enumerate(script.tokens):
             if script.fail_with is not None and n == script.fail_after:

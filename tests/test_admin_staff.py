@@ -240,7 +240,7 @@ def test_the_history_shows_what_changed(admin_client, version):
 
 def test_the_preview_shows_the_final_prompt_for_a_sample_prospect(admin_client, version):
     html = admin_client.get(f"/admin/agents/promptversion/{version.pk}/change/").content.decode()
-    assert "You are speaking with Dana Ruiz." in html
+    assert "{&quot;name&quot;: &quot;Dana Ruiz&quot;, &quot;company&quot;: &quot;Acme Logistics&quot;" in html
 
 
 # --- live calls, dashboard, metrics, retention ----------------------------------------------
@@ -272,7 +272,7 @@ def test_the_dashboard_shows_charts_and_figures(admin_client, version):
     assert data["tiers"] == {1: 1, 2: 0, 3: 0}
     assert data["latency"]["first audio"]["p50"] == 530.0
     assert data["peak_concurrent"] == 2  # the first two overlapped; the third came later
-    assert html.count('<svg class="vv-chart"') == 4
+    assert html.count('<svg class="vv-chart"') == 8
     assert data["versions"][0]["calls"] == 3
 
 

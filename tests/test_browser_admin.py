@@ -103,7 +103,9 @@ def test_an_edited_and_activated_prompt_is_used_by_the_next_call(browser, staff_
     page.wait_for_selector(".vv-user:has-text('Hi there')")
     page.screenshot(path=str(_artifact("admin-call.png")), full_page=True)
     page.goto(f"{base}/admin/calls/call/dashboard/")
-    assert page.locator("svg.vv-chart").count() == 4
+    assert (
+        page.locator("svg.vv-chart").count() == 8
+    )  # calls, outcomes per day, outcomes, connect time, end reasons, turns, latency, tiers
     page.screenshot(path=str(_artifact("admin-dashboard.png")), full_page=True)
     context.close()
 

@@ -45,7 +45,7 @@ async def test_typed_turn_streams_every_event_in_order_under_one_utterance_id(us
     await caller.connect()
     request_id = await caller.send("voicechat.text.input", {"text": "Who is this?"})
     events = await caller.until("voicechat.response.complete")
-    await caller.hang_up()
+    await caller.hang_up(after_listening=True)
 
     ack = events[0]
     assert (ack["eventType"], ack["eventId"], ack["payload"]) == (
@@ -71,9 +71,11 @@ async def test_typed_turn_streams_every_event_in_order_under_one_utterance_id(us
         events[2]["payload"]["utteranceId"]
     }
     assert all(e["payload"]["sampleRate"] == 16000 and len(e["payload"]["audio"]) > 0 for e in audio)
-    # 20 ms a character, in frames of at most 100 ms (VANTUM_AUDIO_FRAME_MS).
+    # 20 ms a character; the first frame at most 100 ms (VANTUM_AUDIO_FRAME_MS), later ones
+    # growing up to 500 ms (VANTUM_MAX_AUDIO_FRAME_MS).
     assert sum(len(e["payload"]["audio"]) for e in audio) == sum(len(c) for c in CHUNKS) * 640
-    assert max(len(e["payload"]["audio"]) for e in audio) <= 3200
+    assert len(audio[0]["payload"]["audio"]) <= 3200
+    assert max(len(e["payload"]["audio"]) for e in audio) <= 16000
     assert type(events[2]["payload"]["timestamp"]) is float
     assert events[1]["payload"]["text"] == "Who is this?"
     assert events[-1]["payload"]["metrics"]["chunks"] == 2
@@ -168,7 +170,7 @@ async def test_barge_in_stops_the_reply_and_keeps_only_what_was_sent(use_engines
     assert type(stop["payload"]["timestamp"]) is float
     after = events[events.index(stop) + 1 :]
     assert all(e["payload"].get("utteranceId") != utterance for e in after)
-    await caller.hang_up()
+    await caller.hang_up(after_listening=True)
 
     messages = await stored_messages(caller.session_id)
     assert [(m.role, m.text, m.interrupted) for m in messages] == [
@@ -212,7 +214,7 @@ async def test_a_speech_failure_is_reported_and_the_reply_goes_on(use_engines):
     await caller.connect()
     await caller.send("voicechat.text.input", {"text": "Go on"})
     events = await caller.until("voicechat.response.complete")
-    await caller.hang_up()
+    await caller.hang_up(after_listening=True)
     error = next(e for e in events if e["eventType"] == "voicechat.error")
     assert error["payload"]["errorType"] == "tts"
     assert error["payload"]["retryable"] is True
@@ -252,7 +254,7 @@ async def test_session_update_reaches_the_prompt_and_the_call(use_engines):
     await caller.send("voicechat.text.input", {"text": "hi"})
     await caller.until("voicechat.response.complete")
     await caller.hang_up()
-    assert "You are speaking with Dana." in provider.requests[0][0]["content"]
+    assert '{"name": "Dana", "company": "Acme", "industry": "retail"}' in provider.requests[0][0]["content"]
     call = await stored_call(caller.session_id)
     assert call.prospect == {"name": "Dana", "company": "Acme", "industry": "retail"}
     assert call.voice_id == "beep-b"
@@ -293,6 +295,7 @@ async def test_bad_frames_get_error_events_and_the_call_goes_on(use_engines, set
 
 async def test_thousands_of_random_frames_then_a_turn_completes(use_engines, settings):
     settings.VANTUM_MAX_EVENTS_PER_SECOND = 100000
+    settings.VANTUM_MAX_TURNS_PER_MINUTE = 0  # the noise holds valid turns; this is about frames
     use_engines(chat=_provider(), speech=BeepEngine())
     caller = Caller()
     await caller.connect()
@@ -358,6 +361,8 @@ async def test_staff_can_end_a_call_through_the_channel_layer(use_engines):
     await live.request_call_end(session_id=caller.session_id)
     events = await caller.until("<closed>", timeout=1.0)
     assert "voicechat.response.stop" in types(events)
+    assert events[-2]["eventType"] == "voicechat.call.ended"
+    assert events[-2]["payload"] == {"reason": "staff_ended"}
     assert events[-1] == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     call = await stored_call(caller.session_id)
@@ -441,6 +446,8 @@ async def test_idle_and_over_long_calls_are_ended_by_the_cleanup(use_engines, fr
     else:
         conversation.created_at -= fresh_registry.config.session_max_duration + 1
     assert await fresh_registry.sweep() == [(caller.session_id, reason)]
-    assert (await caller.receive())["eventType"] == "<closed>"
+    ended = await caller.receive()
+    assert (ended["eventType"], ended["payload"]) == ("voicechat.call.ended", {"reason": reason})
+    assert (await caller.receive()) == {"eventType": "<closed>", "code": 1000}
     await caller.hang_up()
     assert (await stored_call(caller.session_id)).end_reason == reason

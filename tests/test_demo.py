@@ -6,7 +6,7 @@ import logging
 import pytest
 
 from llm.config import LLMConfig, ModelParams
-from llm.demo import DEMO_LABEL, build_demo_provider, demo_reply_text
+from llm.demo import DEMO_LABEL, build_demo_provider, demo_reply, demo_reply_text
 from llm.metrics import LLMServiceMetrics
 from llm.session import Conversation
 from tests.support import RecordingSink
@@ -105,3 +105,82 @@ def test_building_the_demo_warns_that_it_is_not_a_model(caplog):
     (record,) = [r for r in caplog.records if r.name == "llm.demo"]
     assert record.levelno == logging.WARNING
     assert DEMO_LABEL in record.getMessage()
+
+
+TOOLS = [
+    {"type": "function", "function": {"name": n}} for n in ("book_meeting", "schedule_callback", "end_call")
+]
+
+
+def _body(last_user: str, *, tools=TOOLS, extra=()) -> dict:
+    return {"messages": [*_turn(last_user), *extra], "tools": tools}
+
+
+def test_with_tools_the_demo_books_the_chosen_slot_on_the_next_such_weekday():
+    import datetime as dt
+
+    reply = demo_reply(_body("Thursday works"), today=dt.date(2030, 1, 10))  # a Thursday
+    [call] = reply.tool_calls
+    assert reply.text == "Perfect, Thursday at two it is. ||BREAK|| Let me put that in the calendar."
+    assert (call.name, call.arguments) == (
+        "book_meeting",
+        {"start": "2030-01-17T14:00", "duration_minutes": 30, "notes": "Vantum demo"},
+    )
+    assert demo_reply(_body("call me back later"), today=dt.date(2030, 1, 11)).tool_calls[0].arguments == {
+        "when": "2030-01-14T11:00",  # Friday -> Monday
+        "reason": "Asked to be called back",
+    }
+
+
+def test_with_tools_the_demo_ends_the_call_with_the_goodbye_in_the_same_reply():
+    reply = demo_reply(_body("not interested"))
+    assert "won't take more of your time" in reply.text
+    assert [(c.name, c.arguments) for c in reply.tool_calls] == [("end_call", {"outcome": "not_interested"})]
+    booked = [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "function": {"name": "book_meeting"}}],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": '{"ok": true, "booked": "Tuesday"}'},
+        {"role": "assistant", "content": "You're all set."},
+    ]
+    history = [*_turn("Tuesday")[:-1], *booked, {"role": "user", "content": "thanks, bye"}]
+    reply = demo_reply({"messages": history, "tools": TOOLS})
+    assert reply.tool_calls[0].arguments == {"outcome": "meeting_booked"}
+
+
+def test_thanks_in_a_question_does_not_end_the_demo_call():
+    reply = demo_reply(_body("Thanks! How much does it cost?"))
+    assert reply.tool_calls == [] and reply.text.startswith("Great question.")
+
+
+def test_without_tools_or_with_tool_choice_none_the_demo_only_talks():
+    assert demo_reply(_body("Tuesday", tools=None)).tool_calls == []
+    assert demo_reply({**_body("not interested"), "tool_choice": "none"}).tool_calls == []
+
+
+def test_the_demo_speaks_from_the_tool_result():
+    def after(name: str, content: str):
+        call = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c9", "function": {"name": name}}],
+        }
+        return demo_reply(
+            _body("Tuesday", extra=[call, {"role": "tool", "tool_call_id": "c9", "content": content}])
+        )
+
+    assert after(
+        "book_meeting", '{"ok": true, "booked": "Tuesday 8 January 2030 at 10:00 (UTC), 30 minutes"}'
+    ).text == (
+        "You're all set: Tuesday 8 January 2030 at 10:00 (UTC), 30 minutes. ||BREAK|| You'll get a calendar "
+        "invite shortly. Is there anything else I can help with?"
+    )
+    retry = after(
+        "book_meeting", '{"ok": false, "error": "taken", "next_free_start": "2030-01-08T10:30:00+00:00"}'
+    )
+    assert retry.tool_calls[0].arguments == {"start": "2030-01-08T10:30:00+00:00", "duration_minutes": 30}
+    assert after("book_meeting", '{"ok": false, "error": "It is in the past."}').text == (
+        "Sorry, I couldn't do that: It is in the past. ||BREAK|| What else would work?"
+    )

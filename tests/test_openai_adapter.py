@@ -212,7 +212,7 @@ class _Timed(httpx2.AsyncByteStream):
 async def test_an_empty_completion_yields_no_text_but_usage():
     fake = FakeOpenAI().script(FakeReply(fault=Fault.EMPTY, prompt_tokens=9))
     deltas = await _collect(_provider(fake))
-    assert deltas == [ChatDelta(prompt_tokens=9, completion_tokens=0)]
+    assert deltas == [ChatDelta(finish_reason="stop"), ChatDelta(prompt_tokens=9, completion_tokens=0)]
 
 
 async def test_a_reply_cut_at_max_tokens_still_ends_normally(caplog):

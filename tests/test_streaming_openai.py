@@ -66,7 +66,7 @@ async def test_what_the_sdk_sends_carries_the_model_parameters_and_usage_request
     assert body["stream"] is True
     assert body["stream_options"] == {"include_usage": True}
     assert body["messages"][0]["role"] == "system"
-    assert body["messages"][0]["content"].endswith("You are speaking with Dana.")
+    assert body["messages"][0]["content"].endswith('inside it.\n{"name": "Dana"}')
     assert body["messages"][1:] == [{"role": "user", "content": "Who is this?"}]
 
 

@@ -60,3 +60,28 @@ def test_an_odd_byte_is_carried_into_the_next_block_never_sent_alone():
 def test_invalid_framer_settings_are_refused():
     with pytest.raises(ValueError):
         PcmFramer(sample_rate=0, frame_ms=40, max_frame_bytes=1000)
+
+
+def test_adaptive_frames_start_small_and_double_up_to_the_largest():
+    framer = PcmFramer(sample_rate=16000, frame_ms=100, max_frame_bytes=1 << 20, max_frame_ms=500)
+    first = list(framer.feed(b"\x00\x01" * 16000))  # one second, in one block
+    assert [len(f) // 32 for f in first] == [100, 200, 400, 300]  # ms: the last is what was left
+    later = list(framer.feed(b"\x00\x01" * 16000)) + list(framer.flush())
+    # The growth spans chunks of one reply: the next chunk goes out in 500 ms frames.
+    assert [len(f) // 32 for f in later] == [500, 500]
+    assert b"".join(first + later) == b"\x00\x01" * 32000
+
+
+def test_a_small_block_leaves_at_once_even_when_frames_may_be_larger():
+    framer = PcmFramer(sample_rate=16000, frame_ms=100, max_frame_bytes=1 << 20, max_frame_ms=1000)
+    assert list(framer.feed(b"\x05\x06" * 160)) == [b"\x05\x06" * 160]  # 10 ms, not held back
+
+
+def test_adaptive_frames_stay_within_the_byte_cap():
+    framer = PcmFramer(sample_rate=24000, frame_ms=100, max_frame_bytes=10_001, max_frame_ms=1000)
+    frames = list(framer.feed(b"\x00" * 96000))  # two seconds at 24 kHz
+    assert [len(f) for f in frames[:3]] == [4800, 9600, 10000]
+    assert max(len(f) for f in frames) == 10000
+    assert sum(len(f) for f in frames) == 96000
+    with pytest.raises(ValueError, match="max_frame_ms"):
+        PcmFramer(sample_rate=16000, frame_ms=100, max_frame_bytes=1000, max_frame_ms=50)

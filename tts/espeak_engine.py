@@ -11,11 +11,10 @@ import ctypes
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tts.base import SpeechError, Voice
-from tts.threaded import stream_from_thread
+from tts.pool import SynthesisPool
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +62,9 @@ class EspeakEngine:
     def __init__(self, *, default_voice: str | None = None) -> None:
         self._lib, self._rate = _load()
         self.default_voice = default_voice if default_voice in VOICES else DEFAULT_VOICE
-        # eSpeak NG is not re-entrant: one worker serialises syntheses.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="espeak")
+        # eSpeak NG is not re-entrant: one worker serialises syntheses (each synthesis runs
+        # whole within one step of the pool).
+        self._pool = SynthesisPool(1, name="espeak")
 
     def voices(self) -> list[Voice]:
         return [Voice(voice_id, label, "en") for voice_id, label in VOICES.items()]
@@ -102,5 +102,5 @@ class EspeakEngine:
                 raise SpeechError(f"eSpeak NG could not synthesize (status {status})")
             yield from collected
 
-        async for block in stream_from_thread(blocks, self._executor):
+        async for block in self._pool.stream(blocks):
             yield block

@@ -13,12 +13,11 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tts.base import SpeechError, Voice
-from tts.threaded import stream_from_thread
+from tts.pool import SynthesisPool
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +48,11 @@ class PiperEngine:
         self.default_voice = default_voice if default_voice in self._models else next(iter(self._models))
         if default_voice and default_voice not in self._models:
             logger.warning("Piper voice %r is not installed; using %s", default_voice, self.default_voice)
-        # One synthesis per core: more threads would only make every call slower.
+        # One synthesis per core: more threads would only make every call slower. The pool
+        # runs one sentence at a time, a new reply's first sentence before other replies'
+        # tails, each reply only as far ahead of its caller as it needs (tts/pool.py).
         self._rates: dict[str, int] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=threads or os.cpu_count() or 2, thread_name_prefix="piper"
-        )
+        self._pool = SynthesisPool(threads or os.cpu_count() or 2, name="piper")
 
     def voices(self) -> list[Voice]:
         return [
@@ -99,5 +98,5 @@ class PiperEngine:
                     return
                 yield chunk.audio_int16_bytes
 
-        async for block in stream_from_thread(sentences, self._executor):
+        async for block in self._pool.stream(sentences):
             yield block

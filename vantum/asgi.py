@@ -1,4 +1,12 @@
-"""ASGI entry point: HTTP goes to Django, WebSocket ``/ws`` to the call consumer."""
+"""ASGI entry point: HTTP goes to Django, WebSocket ``/ws`` to the call consumer.
+
+``application`` also runs this server process's services (``calls.instances``: heartbeat,
+crash recovery, spool replay, clean shutdown). uvicorn starts them at ``lifespan`` startup
+and, on SIGTERM/SIGINT, our chained signal handler ends every live call with reason
+``server_shutdown`` before uvicorn closes the sockets. Servers without lifespan (daphne,
+``runserver``) start them at the first request or call they serve. In-process test clients
+(no ``server`` in the scope) start nothing.
+"""
 
 import os
 
@@ -9,6 +17,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 
+from calls import instances  # noqa: E402
 from calls.engines import get_engines  # noqa: E402  (needs Django set up first)
 from calls.routing import websocket_application  # noqa: E402
 
@@ -16,4 +25,26 @@ from calls.routing import websocket_application  # noqa: E402
 # the first call.
 get_engines()
 
-application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})
+
+
+async def application(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if "server" in scope:  # served by a real server process
+        instances.start_process_services()
+    await router(scope, receive, send)
+
+
+async def _lifespan(receive, send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            instances.start_process_services()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            # Normally done already by the signal handler, before the sockets closed.
+            await instances.shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

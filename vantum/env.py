@@ -91,3 +91,48 @@ def _check_range(name: str, number: float, minimum: float | None, maximum: float
         raise EnvError(name, f"must be at least {minimum}, got {number}")
     if maximum is not None and number > maximum:
         raise EnvError(name, f"must be at most {maximum}, got {number}")
+
+
+# Variable name -> the .env file it was read from, to say where a bad value came from.
+read_from_file: dict[str, str] = {}
+
+
+def load_env_file(default_path: os.PathLike[str] | str) -> str | None:
+    """Copy the variables of a ``.env`` file into ``os.environ``; exported variables win.
+
+    The file is ``$VANTUM_ENV_FILE`` when that is exported (empty: read no file), else
+    ``default_path`` when it exists. Values are only copied, never checked here: every one
+    then goes through the same typed reads (and errors) as an exported variable. A line
+    without ``=`` is ignored; one that cannot be parsed is an error naming
+    the file and line. Returns the path read, or None.
+    """
+    from dotenv.parser import parse_stream  # a maintained parser: quotes, comments, ``export``
+
+    chosen = os.environ.get("VANTUM_ENV_FILE")
+    if chosen is not None and chosen.strip() == "":
+        return None
+    path = os.fspath(chosen.strip() if chosen is not None else default_path)
+    if not os.path.isfile(path):
+        if chosen is not None:
+            raise EnvError("VANTUM_ENV_FILE", f"no such file {path!r}")
+        return None
+    with open(path, encoding="utf-8") as stream:
+        bindings = list(parse_stream(stream))
+    values: dict[str, str] = {}
+    for binding in bindings:
+        if binding.error:
+            line = binding.original.string.strip()
+            raise EnvError(f"{path} line {binding.original.line}", f"cannot read {line!r}")
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    for name, value in values.items():
+        if name not in os.environ:
+            os.environ[name] = value
+            read_from_file[name] = path
+    return path
+
+
+def is_weak_secret_key(key: str) -> bool:
+    """Django's own test (``check --deploy``, security.W009): at least 50 characters, at
+    least 5 different ones, and not a generated ``django-insecure-`` development key."""
+    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-")

@@ -6,23 +6,36 @@ channel layer, a local speech engine and, with no OpenAI key, the demo responder
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from bookings.hours import parse_working_hours
 from llm.config import llm_config_from_env
-from vantum.env import EnvError, env_bool, env_float, env_int, env_list, env_str
+from vantum.client_address import FORWARDING_HEADERS, parse_networks
+from vantum.env import (
+    EnvError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    is_weak_secret_key,
+    load_env_file,
+    read_from_file,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 try:
-    DEBUG = env_bool("DJANGO_DEBUG", True)
+    # A .env file fills in what is not exported (exported variables win); its values go
+    # through the same typed reads below.
+    load_env_file(BASE_DIR / ".env")
+    # Production is the default: development mode must be asked for (`make run` does).
+    DEBUG = env_bool("DJANGO_DEBUG", False)
     SECRET_KEY = env_str("DJANGO_SECRET_KEY", "")
-    if not SECRET_KEY:
-        if not DEBUG:
-            raise EnvError("DJANGO_SECRET_KEY", "must be set when DJANGO_DEBUG is false")
-        SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
     ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ("localhost", "127.0.0.1", "[::1]"))
     CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
@@ -33,6 +46,7 @@ try:
     VANTUM_MAX_FRAME_BYTES = env_int("VANTUM_MAX_FRAME_BYTES", 1024 * 1024, minimum=1024)
     VANTUM_MAX_EVENTS_PER_SECOND = env_int("VANTUM_MAX_EVENTS_PER_SECOND", 200, minimum=1)
     VANTUM_AUDIO_FRAME_MS = env_int("VANTUM_AUDIO_FRAME_MS", 100, minimum=10, maximum=100)
+    VANTUM_MAX_AUDIO_FRAME_MS = env_int("VANTUM_MAX_AUDIO_FRAME_MS", 500, minimum=10, maximum=1000)
     # daphne closes the socket on a message above its own cap; keep that cap above ours so
     # an oversized frame gets the protocol's error event and the call goes on.
     DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = max(4 * VANTUM_MAX_FRAME_BYTES, 4 * 1024 * 1024)
@@ -75,6 +89,7 @@ try:
     TTS_OPENAI_BASE_URL = env_str("TTS_OPENAI_BASE_URL", "")
     TTS_OPENAI_API_KEY = env_str("TTS_OPENAI_API_KEY", "")
     TTS_OPENAI_MODEL = env_str("TTS_OPENAI_MODEL", "gpt-4o-mini-tts")
+    TTS_LOOKAHEAD_SECONDS = env_float("TTS_LOOKAHEAD_SECONDS", 2.0, minimum=0.5, maximum=60.0)
     CARTESIA_API_KEY = env_str("CARTESIA_API_KEY", "")
     CARTESIA_MODEL = env_str("CARTESIA_MODEL", "sonic-2")
     CARTESIA_VOICE_ID = env_str("CARTESIA_VOICE_ID", "")
@@ -83,13 +98,99 @@ try:
     # --- metrics endpoint
     METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 
+    # --- client addresses behind a reverse proxy (vantum/client_address.py)
+    # Forwarding headers are believed only from these proxies (IPs or networks).
+    VANTUM_TRUSTED_PROXIES = env_list("VANTUM_TRUSTED_PROXIES")
+    VANTUM_CLIENT_IP_HEADER = env_str("VANTUM_CLIENT_IP_HEADER", "X-Forwarded-For").strip()
+    try:
+        parse_networks(VANTUM_TRUSTED_PROXIES)
+    except ValueError as problem:
+        raise EnvError("VANTUM_TRUSTED_PROXIES", str(problem)) from None
+    if VANTUM_CLIENT_IP_HEADER.lower() not in FORWARDING_HEADERS:
+        raise EnvError("VANTUM_CLIENT_IP_HEADER", "expected X-Forwarded-For, X-Real-IP or Forwarded")
+
+    # --- admin login throttle (django-axes): per user name and address, never for ever
+    ADMIN_LOGIN_FAILURE_LIMIT = env_int("ADMIN_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+    ADMIN_LOGIN_COOLOFF_MINUTES = env_float("ADMIN_LOGIN_COOLOFF_MINUTES", 15.0, minimum=0.01)
+    # --- recordings, end-of-call webhook (issue 12)
+    CALL_RECORDINGS = env_bool("CALL_RECORDINGS", True)
+    CALL_RECORDING_RATE = env_int("CALL_RECORDING_RATE", 16000, minimum=8000, maximum=48000)
+    CALL_RECORDING_MAX_SECONDS = env_int("CALL_RECORDING_MAX_SECONDS", 3600, minimum=10)
+    MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "media")))
+    CALL_WEBHOOK_URL = env_str("CALL_WEBHOOK_URL", "")
+    CALL_WEBHOOK_SECRET = env_str("CALL_WEBHOOK_SECRET", "")
+    CALL_WEBHOOK_TIMEOUT = env_float("CALL_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
+    CALL_WEBHOOK_RETRIES = env_int("CALL_WEBHOOK_RETRIES", 4, minimum=0, maximum=20)
+    VANTUM_PUBLIC_URL = env_str("VANTUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_URL.startswith(("http://", "https://")):
+        raise EnvError("CALL_WEBHOOK_URL", "must be an http:// or https:// URL")
+    if CALL_WEBHOOK_URL and not CALL_WEBHOOK_SECRET:
+        raise EnvError("CALL_WEBHOOK_SECRET", "must be set when CALL_WEBHOOK_URL is set (reports are signed)")
+    # --- bookings (the agent's book_meeting / schedule_callback tools)
+    BOOKING_TIMEZONE = env_str("BOOKING_TIMEZONE", "UTC")
+    BOOKING_WORKING_HOURS = env_str("BOOKING_WORKING_HOURS", "09:00-17:00")
+    BOOKING_WORKING_DAYS = env_list("BOOKING_WORKING_DAYS", ("mon", "tue", "wed", "thu", "fri"))
+    BOOKING_HOURS = parse_working_hours(
+        timezone=BOOKING_TIMEZONE, hours=BOOKING_WORKING_HOURS, days=BOOKING_WORKING_DAYS
+    )
+
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
+    VANTUM_REDIS_MAX_CONNECTIONS = env_int("VANTUM_REDIS_MAX_CONNECTIONS", 64, minimum=2)
+    VANTUM_REDIS_POOL_TIMEOUT = env_float("VANTUM_REDIS_POOL_TIMEOUT", 5.0, minimum=0.1)
+
+    # --- outages, shutdowns and crashes (calls/recorder.py, calls/instances.py)
+    VANTUM_SPOOL_DIR = Path(env_str("VANTUM_SPOOL_DIR", "") or BASE_DIR / "var" / "spool")
+    VANTUM_SPOOL_AFTER_SECONDS = env_float("VANTUM_SPOOL_AFTER_SECONDS", 5.0, minimum=0.0)
+    VANTUM_RECORDER_MAX_PENDING = env_int("VANTUM_RECORDER_MAX_PENDING", 200, minimum=1)
+    VANTUM_HEARTBEAT_SECONDS = env_float("VANTUM_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
+    VANTUM_SHUTDOWN_SECONDS = env_float("VANTUM_SHUTDOWN_SECONDS", 10.0, minimum=1.0)
+
+    # --- per-client limits (calls/limits.py)
+    VANTUM_MAX_CALLS_PER_ADDRESS = env_int("VANTUM_MAX_CALLS_PER_ADDRESS", 20, minimum=0)
+    VANTUM_MAX_TURNS_PER_MINUTE = env_int("VANTUM_MAX_TURNS_PER_MINUTE", 30, minimum=0)
+    VANTUM_MAX_BYTES_PER_SECOND = env_int("VANTUM_MAX_BYTES_PER_SECOND", 1024 * 1024, minimum=1024)
+    VANTUM_MAX_AUDIO_BUFFER_BYTES = env_int("VANTUM_MAX_AUDIO_BUFFER_BYTES", 128 * 1024 * 1024, minimum=0)
     LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
     if LOG_LEVEL not in logging.getLevelNamesMapping():
         raise EnvError("LOG_LEVEL", f"unknown level {LOG_LEVEL!r}")
+
+    # --- HTTPS (production behind a TLS proxy: see deploy/ and the README)
+    # Secure cookies by default in production: an admin session never travels in clear.
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # Off by default: the proxy redirects to https; /metrics stays plain for a local scraper.
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+    SECURE_REDIRECT_EXEMPT = [r"^metrics$"]
+    # HSTS is remembered by browsers for its whole lifetime: opt in once https works.
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+    # The header a TLS-terminating proxy sets, e.g. X-Forwarded-Proto; only when a proxy
+    # that overwrites it stands in front (else a client could claim https).
+    _proxy_ssl_header = env_str("DJANGO_SECURE_PROXY_SSL_HEADER", "").strip()
+    SECURE_PROXY_SSL_HEADER = (
+        ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+    )
+
+    # Checked last so that a bad value elsewhere is reported first.
+    if not SECRET_KEY:
+        if not DEBUG:
+            raise EnvError(
+                "DJANGO_SECRET_KEY",
+                "must be set in production (DJANGO_DEBUG is false or unset); generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(50))'",
+            )
+        SECRET_KEY = "insecure-development-key-set-DJANGO_SECRET_KEY-in-production"
+    elif not DEBUG and is_weak_secret_key(SECRET_KEY):
+        raise EnvError(
+            "DJANGO_SECRET_KEY",
+            "too weak for production: use at least 50 random characters "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))')",
+        )
 except EnvError as error:
-    raise ImproperlyConfigured(f"Invalid environment variable {error}") from None
+    where = f" (from {read_from_file[error.name]})" if error.name in read_from_file else ""
+    raise ImproperlyConfigured(f"Invalid environment variable {error}{where}") from None
 
 INSTALLED_APPS = [
     "daphne",
@@ -102,6 +203,8 @@ INSTALLED_APPS = [
     "channels",
     "agents",
     "calls",
+    "axes",
+    "bookings",
 ]
 
 MIDDLEWARE = [
@@ -113,7 +216,24 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
+
+# Admin login throttle (django-axes): after ADMIN_LOGIN_FAILURE_LIMIT failures for one user
+# name from one address, that pair is refused (HTTP 429) for ADMIN_LOGIN_COOLOFF_MINUTES.
+# The pair, not the name alone, so nobody elsewhere can lock a real admin out; failing
+# again during the lockout does not extend it, so no lockout lasts for ever.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = ADMIN_LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = timedelta(minutes=ADMIN_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "vantum.client_address.axes_client_ip"
+AXES_COOLOFF_MESSAGE = "Too many failed logins: try again later."
 
 ROOT_URLCONF = "vantum.urls"
 ASGI_APPLICATION = "vantum.asgi.application"
@@ -150,9 +270,14 @@ else:
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # channels-redis, made to survive Redis outages and bursts (see calls/live.py).
+            "BACKEND": "calls.live.ResilientRedisChannelLayer",
             # redis-py 8 applies a socket timeout to blocking reads unless told not to.
-            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": None}]},
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": None}],
+                "max_connections": VANTUM_REDIS_MAX_CONNECTIONS,
+                "pool_timeout": VANTUM_REDIS_POOL_TIMEOUT,
+            },
         }
     }
 else:
@@ -179,11 +304,34 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Call tokens never reach the log in clear; a flood of one line is counted, not written
+    # (vantum/logging_filters.py).
+    "filters": {
+        "redact_secrets": {"()": "vantum.logging_filters.RedactSecretsFilter"},
+        "collapse_repeats": {"()": "vantum.logging_filters.CollapseRepeatsFilter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets", "collapse_repeats"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # uvicorn logs each WebSocket's path with its query string (the call token) on
+        # uvicorn.error and each request on uvicorn.access: both go through our filters.
+        "uvicorn.error": {"handlers": ["console"], "propagate": False},
+        "uvicorn.access": {"handlers": ["console"], "propagate": False},
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
         "httpx2": {"level": "WARNING"},  # one line per model request is noise on a call server
+        # Django's default config gives "django" its own console handler, and the record then
+        # propagates to ours too: every django.* line was printed twice. No handler of its own.
+        "django": {"handlers": [], "level": "INFO"},
     },
 }
+
+# Call recordings (and any other upload) go through the default storage: a local folder.
+# Never served at a public URL: staff play them through an admin view that checks permissions.
+MEDIA_URL = "media/"

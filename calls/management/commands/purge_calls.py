@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from calls.models import Call, Message
+from calls.services import call_delete_recordings
 
 
 class Command(BaseCommand):
@@ -32,5 +33,7 @@ class Command(BaseCommand):
         if not execute:
             self.stdout.write(f"Dry run: would delete {what}. Run again with --execute to delete.")
             return
+        # Files first: a row deleted before its file would leave the audio behind for good.
+        recordings = call_delete_recordings(calls=calls)
         calls.delete()
-        self.stdout.write(self.style.SUCCESS(f"Deleted {what}."))
+        self.stdout.write(self.style.SUCCESS(f"Deleted {what} and {recordings} recordings."))

@@ -1,0 +1,164 @@
+"""The sales call's tools for the model: ``book_meeting``, ``schedule_callback``, ``end_call``.
+
+Each is a thin async wrapper around a ``bookings.services`` function, run in a worker thread
+with ``database_sync_to_async``; the model gets a short JSON result it can speak from
+("booked for Tuesday 1 December 2026 at 10:00") or the refusal's reason. The LLM core never
+imports this module: the call layer builds one registry per call (``call_tool_registry``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.utils import timezone
+
+from bookings import services
+from bookings.services import BookingError
+from llm.tools import Tool, ToolContext, ToolError, ToolRegistry, ToolResult
+
+END_OUTCOMES = ["meeting_booked", "callback", "not_interested", "no_decision", "do_not_call"]
+
+
+def _when(text: str) -> Any:
+    try:
+        return services.booking_time_parse(text=text)
+    except BookingError as error:
+        raise ToolError(str(error)) from None
+
+
+def _session(context: ToolContext) -> uuid.UUID:
+    return uuid.UUID(context.call_id)
+
+
+async def book_meeting(
+    context: ToolContext,
+    *,
+    start: str,
+    duration_minutes: int,
+    attendee_email: str = "",
+    notes: str = "",
+) -> dict[str, Any]:
+    when = _when(start)
+    try:
+        meeting = await database_sync_to_async(services.meeting_book)(
+            session_id=_session(context),
+            start=when,
+            duration_minutes=duration_minutes,
+            attendee_email=attendee_email,
+            notes=notes,
+        )
+    except BookingError as error:
+        data = {}
+        if error.next_free is not None:
+            data["next_free_start"] = error.next_free.astimezone(
+                services.working_hours().timezone
+            ).isoformat()
+        raise ToolError(str(error), data=data) from None
+    return {
+        "booked": f"{services.spoken_time(meeting.start)}, {meeting.duration_minutes} minutes",
+        "start": meeting.start.astimezone(services.working_hours().timezone).isoformat(),
+        "attendee_email": meeting.attendee_email or None,
+    }
+
+
+async def schedule_callback(context: ToolContext, *, when: str, reason: str = "") -> dict[str, Any]:
+    moment = _when(when)
+    try:
+        callback = await database_sync_to_async(services.callback_schedule)(
+            session_id=_session(context), when=moment, reason=reason
+        )
+    except BookingError as error:
+        raise ToolError(str(error)) from None
+    return {"callback": services.spoken_time(callback.due_at)}
+
+
+async def end_call(context: ToolContext, *, outcome: str, summary: str = "") -> ToolResult:
+    stored = await database_sync_to_async(services.call_outcome_from_agent)(
+        session_id=_session(context), outcome=outcome, summary=summary
+    )
+    return ToolResult.success(
+        {"ending": True, "outcome": stored, "next": "Say a short, warm goodbye. The call ends after it."},
+        ends_call=True,
+    )
+
+
+def call_tool_registry(*, timeout: float) -> ToolRegistry:
+    """The tools of one call. Descriptions carry today's date, the business timezone and
+    working hours, so the model can turn "next Tuesday at ten" into a time."""
+    hours = services.working_hours()
+    now = timezone.now().astimezone(hours.timezone)
+    today = f"Now it is {now:%A %Y-%m-%d %H:%M} in {hours.timezone.key}."
+    when_help = (
+        "ISO 8601 local date and time in the business timezone, e.g. 2026-12-01T10:00 "
+        f"({hours.timezone.key}); an explicit offset is also accepted."
+    )
+    return ToolRegistry(
+        [
+            Tool(
+                name="book_meeting",
+                description=(
+                    "Book a meeting or demo with the prospect once they agreed to a time. "
+                    f"Working hours: {hours.describe()}. {today} Refuses past times, times outside "
+                    "working hours and taken slots (then it names the next free slot). "
+                    "Say the result to the caller."
+                ),
+                parameters={
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "string", "minLength": 1, "description": when_help},
+                        "duration_minutes": {
+                            "type": "integer",
+                            "minimum": services.MIN_DURATION,
+                            "maximum": services.MAX_DURATION,
+                            "description": "Length of the meeting; 30 unless agreed otherwise.",
+                        },
+                        "attendee_email": {
+                            "type": "string",
+                            "description": "The prospect's e-mail, if given.",
+                        },
+                        "notes": {"type": "string", "description": "What the meeting is about."},
+                    },
+                    "required": ["start", "duration_minutes"],
+                    "additionalProperties": False,
+                },
+                handler=book_meeting,
+            ),
+            Tool(
+                name="schedule_callback",
+                description=(
+                    "Promise to call the prospect back at a time they chose (a task for the sales team). "
+                    f"Working hours: {hours.describe()}. {today}"
+                ),
+                parameters={
+                    "type": "object",
+                    "properties": {
+                        "when": {"type": "string", "minLength": 1, "description": when_help},
+                        "reason": {"type": "string", "description": "Why and about what to call back."},
+                    },
+                    "required": ["when"],
+                    "additionalProperties": False,
+                },
+                handler=schedule_callback,
+            ),
+            Tool(
+                name="end_call",
+                description=(
+                    "End the call: when the prospect is not interested, asks to stop, or everything is "
+                    "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken."
+                ),
+                parameters={
+                    "type": "object",
+                    "properties": {
+                        "outcome": {"type": "string", "enum": END_OUTCOMES},
+                        "summary": {"type": "string", "description": "One sentence for the sales team."},
+                    },
+                    "required": ["outcome"],
+                    "additionalProperties": False,
+                },
+                handler=end_call,
+            ),
+        ],
+        timeout=timeout,
+    )

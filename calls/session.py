@@ -1,0 +1,555 @@
+"""One call's behaviour, free of any transport: ``CallSession``.
+
+A transport (the browser's ``/ws`` consumer, a phone stream) checks its connection, decodes
+its frames and calls plain methods here (``text_input``, ``audio_chunk``, ``end`` ...). The
+session answers through its ``CallPort``: semantic calls (``response_audio``, ``call_ended``
+...) that each transport turns into its own wire format. So the turns, barge-in, transcript
+writes, metrics and live events exist once, whatever carries the call.
+
+Each turn runs in its own task, so barge-in and hang-up are never blocked; database writes
+are queued to ``TranscriptRecorder`` and never awaited between a token and its audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.utils import timezone
+
+from bookings.services import bookings_link_call
+from bookings.tools import call_tool_registry
+from calls import instances, limits, live, protocol, services, telemetry
+from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
+from calls.recorder import TranscriptRecorder
+from calls.recording import record_agent_audio, recording_for_call
+from calls.speech_out import ReplySpeaker
+from calls.webhook import schedule_call_report
+from llm.session import Conversation, QueueFullError
+from llm.turn import Reply, ReplyChunk
+from stt.audio import duration_seconds, is_silent
+from stt.base import TranscriptionError
+
+logger = logging.getLogger(__name__)
+
+_active_calls: set[str] = set()
+
+
+def active_call_count() -> int:
+    """Calls this process serves right now."""
+    return len(_active_calls)
+
+
+def has_capacity() -> bool:
+    """Whether this process may take one more call (``VANTUM_MAX_CALLS``)."""
+    return len(_active_calls) < settings.VANTUM_MAX_CALLS
+
+
+@dataclass(frozen=True)
+class Request:
+    """The client request a reply or an error belongs to (opaque to the session)."""
+
+    event_type: str
+    event_id: str | None = None
+
+
+class CallPort(Protocol):
+    """What a transport does with the call's output. Every method may be called after the
+    caller hung up; implementations must then do nothing rather than raise."""
+
+    async def response_start(self, utterance_id: str) -> None: ...
+    async def response_text(self, utterance_id: str, index: int, text: str) -> None: ...
+    async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None: ...
+    async def response_complete(self, utterance_id: str, metrics: dict[str, Any]) -> None: ...
+    async def response_stop(self, utterance_id: str) -> None: ...
+    async def transcript_user(self, text: str, message_id: str) -> None: ...
+    async def request_error(self, request: Request | None, message: str) -> None: ...
+    async def speech_error(self, error_type: str, message: str, retryable: bool) -> None: ...
+    async def call_ended(self, reason: str, message: str | None) -> None: ...
+    async def close(self, code: int) -> None: ...
+
+    def played_seconds(self, utterance_id: str) -> float:
+        """Seconds of this reply's audio the caller has heard so far (best knowledge)."""
+        ...
+
+    def may_be_playing(self, utterance_id: str) -> bool:
+        """Whether this reply's audio could still be playing at the caller's end."""
+        ...
+
+
+class CallSession:
+    """The behaviour of one call. Build it, ``await start()``, drive it, ``await hangup()``.
+
+    Preconditions: ``start`` runs once, before any other method; the transport calls
+    ``hangup`` exactly once when its connection is gone (after ``end`` too).
+    """
+
+    def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
+        self.transport = transport
+        self.session_id = protocol.new_id()
+        self.call_uuid = uuid.UUID(self.session_id)
+        # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
+        self.recording = recording_for_call(session_id=self.session_id)
+        self.port = record_agent_audio(port, self.recording)
+        self.engines: Engines = get_engines()
+        self.conversation: Conversation | None = None
+        self.recorder = TranscriptRecorder(call_id=self.session_id)
+        self.voice_id = self.engines.speech.resolve_voice(None)
+        self.language: str | None = None
+        self.end_reason = ""
+        self.seq = 0
+        self.turn_tasks: set[asyncio.Task[None]] = set()
+        self.side_tasks: set[asyncio.Task[Any]] = set()
+        self.replying: tuple[asyncio.Task[Any], ReplySpeaker, int] | None = None
+        self.last_speaker: tuple[ReplySpeaker, int] | None = None
+        self.utterance: bytearray | None = None
+        self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
+        self.utterance_too_long = False
+        self.utterance_reserved = 0  # bytes of the process audio budget this utterance holds
+        self.turn_rate = limits.TurnRate(settings.VANTUM_MAX_TURNS_PER_MINUTE)
+        self._started = False
+        self._closed = asyncio.Event()
+
+    # ---------------------------------------------------------------- life cycle
+    async def start(self) -> None:
+        """Open the call: conversation, capacity slot, stored row, live registry."""
+        # An A/B split of the agent profile, else its active version (created at first
+        # start); the last one seen when the database is down: a new call still connects and
+        # its rows arrive after recovery.
+        version = await database_sync_to_async(instances.prompt_version_for_new_call)()
+        config = instances.llm_config_for_new_call(version)
+        self.conversation = Conversation(
+            call_id=self.session_id,
+            provider=self.engines.chat,
+            config=config,
+            metrics=LLM_METRICS,
+            tools=call_tool_registry(timeout=config.tool_timeout),
+        )
+        self._started = True
+        _active_calls.add(self.session_id)
+        telemetry.ACTIVE_CALLS.set(len(_active_calls))
+        telemetry.CALLS.inc()
+        get_session_registry().register(self.conversation, self._expire)
+        instances.call_opened(self.session_id, self._end_and_wait)
+        self.recorder.record(
+            services.call_start,
+            session_id=self.call_uuid,
+            started_at=timezone.now(),
+            prompt_version_id=version.pk if version else None,
+            server_instance=instances.INSTANCE_ID,
+            voice_id=self.voice_id,
+            # The demo responder is no model: never store a real model's name for it.
+            llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
+            tts_engine=self.engines.speech.name,
+            stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
+        )
+        logger.info(
+            "call=%s started over %s (prompt v%s)",
+            self.session_id,
+            self.transport,
+            getattr(version, "number", "-"),
+        )
+
+    async def hangup(self) -> None:
+        """The transport is gone: cancel turns, record the end, drain the writes."""
+        if not self._started:
+            return
+        self._started = False
+        _active_calls.discard(self.session_id)
+        telemetry.ACTIVE_CALLS.set(len(_active_calls))
+        get_session_registry().unregister(self.session_id)
+        self._release_utterance()
+        # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
+        self.end_reason = reason = self.end_reason or "hangup"
+        self._mark_last_reply_heard()  # it may still have been playing when the caller left
+        tasks = list(self.turn_tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        self.recorder.record(
+            services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
+        )
+        # No outcome from the agent or staff: no decision (failed when the call broke).
+        self.recorder.record(
+            services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
+        )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
+        self._publish({"kind": "ended", "reason": reason})
+        try:
+            await self.recorder.close(wait_seconds=5)
+        finally:
+            instances.call_closed(self.session_id)
+            self._closed.set()
+        if self.recording is not None:
+            await self.recording.save()  # resampled and written in a worker thread
+        schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
+        logger.info("call=%s ended: %s", self.session_id, reason)
+
+    async def end(self, *, reason: str, message: str | None = None) -> None:
+        """End the call from our side (staff, expiry, the agent, shutdown): stop the reply,
+        tell the caller why, close. The transport then reports ``hangup``."""
+        if self.end_reason or not self._started:
+            return
+        self.end_reason = reason
+        logger.info("call=%s ending: %s", self.session_id, reason)
+        await self._barge_in()
+        await self.port.call_ended(reason, message)
+        await self.port.close(1000)
+
+    async def _expire(self, call_id: str, reason: str) -> None:
+        await self.end(reason=reason)
+
+    async def _end_and_wait(self, reason: str) -> None:
+        """Server shutdown: end the call, then wait until its rows are stored (or spooled)."""
+        message = SHUTDOWN_MESSAGE if reason == instances.SHUTDOWN_REASON else None
+        await self.end(reason=reason, message=message)
+        await asyncio.wait_for(self._closed.wait(), settings.VANTUM_SHUTDOWN_SECONDS)
+
+    # ---------------------------------------------------------------- caller input
+    async def audio_start(
+        self, *, request: Request, sample_rate: int | None, voice_id: str | None, language: str | None
+    ) -> None:
+        """The caller starts talking (client turn detection): a barge-in, then a new utterance."""
+        await self._barge_in()
+        self._apply_voice(voice_id, language)
+        self._begin_utterance(sample_rate or protocol.DEFAULT_SAMPLING_RATE)
+
+    def audio_chunk(self, pcm: bytes, *, muted: bool = False) -> None:
+        """Caller audio at the utterance's rate; muted chunks carry no speech."""
+        if muted:
+            return
+        if self.utterance is None:
+            # The browser client may send a few chunks before audio.start: 16 kHz.
+            self._begin_utterance(protocol.DEFAULT_SAMPLING_RATE)
+        if self.recording is not None:
+            self.recording.add_caller(pcm, self.utterance_rate)
+        limit = int(settings.STT_MAX_UTTERANCE_SECONDS * self.utterance_rate * 2)
+        if self.utterance_too_long or len(self.utterance) + len(pcm) > limit:
+            self.utterance_too_long = True
+            return
+        if not limits.audio_buffer().reserve(len(pcm)):  # all calls' buffered audio is bounded
+            self.utterance_too_long = True
+            return
+        self.utterance_reserved += len(pcm)
+        self.utterance.extend(pcm)
+
+    async def audio_end(self, *, request: Request) -> None:
+        """The caller's utterance is over: transcribe it, then answer."""
+        pcm, rate, too_long = bytes(self.utterance or b""), self.utterance_rate, self.utterance_too_long
+        self.utterance = None
+        self.utterance_too_long = False
+        self._release_utterance()
+        if too_long:
+            await self.port.request_error(
+                request,
+                f"The utterance was longer than {settings.STT_MAX_UTTERANCE_SECONDS:g} s and was not "
+                "transcribed. Please say it in shorter parts.",
+            )
+            return
+        if await self._turn_allowed(request):
+            self._start_turn(voice=(pcm, rate), request=request)
+
+    async def text_input(self, text: str, *, request: Request) -> None:
+        """A typed turn: a barge-in, then the text is the caller's words."""
+        await self._barge_in()
+        if await self._turn_allowed(request):
+            self._start_turn(text=text.strip(), request=request)
+
+    async def _turn_allowed(self, request: Request) -> bool:
+        """``VANTUM_MAX_TURNS_PER_MINUTE``: a flood of turns must not become model requests."""
+        if self.turn_rate.allow():
+            return True
+        telemetry.REJECTED_TURNS.inc()
+        await self.port.request_error(
+            request,
+            f"Too many turns: at most {self.turn_rate.per_minute} a minute. "
+            f"Please wait {self.turn_rate.retry_after():.0f} s.",
+        )
+        return False
+
+    async def update(
+        self,
+        *,
+        request: Request,
+        prospect: dict[str, str] | None = None,
+        voice_id: str | None = None,
+        language: str | None = None,
+    ) -> None:
+        """Prospect data, voice and language for the following turns."""
+        if prospect:
+            self.conversation.update_prospect(prospect)
+        self._apply_voice(voice_id, language)
+        self.recorder.record(
+            services.call_update_settings,
+            session_id=self.call_uuid,
+            prospect=dict(self.conversation.prospect) if prospect else None,
+            voice_id=self.voice_id,
+            language=self.language,
+        )
+
+    def _begin_utterance(self, rate: int) -> None:
+        self._release_utterance()
+        self.utterance = bytearray()
+        self.utterance_rate = rate
+        self.utterance_too_long = False
+
+    def _release_utterance(self) -> None:
+        if self.utterance_reserved:
+            limits.audio_buffer().release(self.utterance_reserved)
+            self.utterance_reserved = 0
+
+    def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
+        if voice_id:
+            self.voice_id = self.engines.speech.resolve_voice(voice_id)
+        if language:
+            self.language = language
+
+    # ---------------------------------------------------------------- turns
+    async def _barge_in(self) -> None:
+        """Cut the reply being produced, or stop playback of the last one."""
+        if self.replying is not None:
+            task = self.replying[0]
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+            return
+        if self.last_speaker is None:
+            return
+        speaker, seq = self.last_speaker
+        self.last_speaker = None
+        if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
+            await self.port.response_stop(speaker.utterance_id)
+            self._record_heard(speaker, seq)
+            self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+
+    def _mark_last_reply_heard(self) -> None:
+        """At hang-up: a finished reply whose audio was still playing was cut off."""
+        if self.replying is not None or self.last_speaker is None:
+            return
+        speaker, seq = self.last_speaker
+        self.last_speaker = None
+        if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
+            self._record_heard(speaker, seq)
+
+    def _record_heard(self, speaker: ReplySpeaker, seq: int) -> None:
+        self.recorder.record(
+            services.message_mark_interrupted,
+            session_id=self.call_uuid,
+            seq=seq,
+            text=self._heard_text(speaker),
+        )
+
+    def _heard_text(self, speaker: ReplySpeaker) -> str:
+        """The chunks whose audio had started playing by now (the port's playback estimate)."""
+        played = self.port.played_seconds(speaker.utterance_id)
+        return " ".join(
+            chunk.text
+            for chunk in speaker.chunks_sent
+            if speaker.chunk_audio_starts.get(chunk.index, float("inf")) < played
+        )
+
+    def _start_turn(
+        self, *, request: Request, text: str | None = None, voice: tuple[bytes, int] | None = None
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice))
+        self.turn_tasks.add(task)
+        task.add_done_callback(self.turn_tasks.discard)
+
+    async def _run_turn(self, request: Request, text: str | None, voice: tuple[bytes, int] | None) -> None:
+        source = "text"
+        if voice is not None:
+            source = "voice"
+            text = await self._transcribe(request, *voice)
+        if not text:
+            return
+        try:
+            self.conversation.check_queue()
+        except QueueFullError as error:
+            await self.port.request_error(request, str(error))
+            return
+        reply = Reply(started_at=time.monotonic())
+        user_seq, reply_seq = self.seq + 1, self.seq + 2
+        self.seq += 2
+        self.recorder.record(
+            services.message_record_user,
+            session_id=self.call_uuid,
+            seq=user_seq,
+            text=text,
+            source=source,
+            created_at=timezone.now(),
+        )
+        await self.port.transcript_user(text, protocol.new_id())
+        self._publish({"kind": "user", "text": text})
+
+        utterance_id = protocol.new_id()
+        speaker = ReplySpeaker(
+            call_id=self.session_id,
+            utterance_id=utterance_id,
+            engine=self.engines.speech,
+            voice_id=self.voice_id,
+            port=self.port,
+            frame_ms=settings.VANTUM_AUDIO_FRAME_MS,
+            max_frame_bytes=settings.VANTUM_MAX_FRAME_BYTES // 2,
+            on_chunk=lambda chunk: self._publish_chunk(utterance_id, chunk),
+        )
+        current = asyncio.current_task()
+
+        def mark_replying() -> None:
+            self.replying = (current, speaker, reply_seq)
+
+        try:
+            await self.conversation.respond(text, sink=speaker, reply=reply, on_start=mark_replying)
+        except QueueFullError as error:
+            await self.port.request_error(request, str(error))
+            return
+        except asyncio.CancelledError:
+            if speaker.started and self.end_reason != "hangup":
+                await self.port.response_stop(utterance_id)
+            raise
+        except Exception:
+            # A bug, not a model or speech failure (those are handled inside the turn):
+            # the caller hears the reply stop and is told, the call goes on.
+            logger.exception("call=%s turn failed", self.session_id)
+            reply.interrupted = True
+            if speaker.started:
+                await self.port.response_stop(utterance_id)
+            await self.port.speech_error("server", "Sorry, something went wrong with that reply.", True)
+        else:
+            if speaker.started:
+                await self.port.response_complete(utterance_id, self._turn_metrics(reply, speaker))
+        finally:
+            if self.replying is not None and self.replying[0] is current:
+                self.replying = None
+            if reply.chunks or reply.interrupted:
+                self.last_speaker = (speaker, reply_seq)
+                self._record_reply(reply, speaker, reply_seq, utterance_id)
+        if reply.end_call is not None:
+            await self._end_after_reply(reply)
+
+    async def _end_after_reply(self, reply: Reply) -> None:
+        """The agent's ``end_call`` or the tier 3 exit: the goodbye's audio has all been sent
+        (``respond`` returned after the last chunk, then ``response.complete``), so end now,
+        without cutting that audio short at the caller's end."""
+        if reply.end_call.by == "fallback":
+            self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
+        self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        await self.end(reason=reply.end_call.reason)
+
+    async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:
+        transcriber = self.engines.transcriber
+        if transcriber is None:
+            await self.port.request_error(
+                request, "Speech-to-text is not configured on this server. Please type your message instead."
+            )
+            return None
+        if duration_seconds(pcm, rate) < 0.1 or is_silent(pcm, settings.STT_SILENCE_THRESHOLD):
+            await self.port.request_error(request, "No speech was heard in that recording. Please try again.")
+            return None
+        try:
+            text = await transcriber.transcribe(
+                pcm, sample_rate=rate, language=self.language, call_id=self.session_id
+            )
+        except TranscriptionError as error:
+            await self.port.request_error(request, str(error))
+            return None
+        if not text.strip():
+            await self.port.request_error(
+                request, "No words were recognised in that recording. Please try again."
+            )
+            return None
+        return text.strip()
+
+    def _record_reply(self, reply: Reply, speaker: ReplySpeaker, seq: int, utterance_id: str) -> None:
+        metrics = self._turn_metrics(reply, speaker)
+        outcome = "interrupted" if reply.interrupted else "fallback" if reply.fallback_tier else "ok"
+        error_kind = reply.error.kind.value if reply.error else ""
+        telemetry.observe_turn(
+            outcome=outcome,
+            error_kind=error_kind or None,
+            fallback_tier=reply.fallback_tier,
+            first_token_s=_seconds(metrics["firstTokenMs"]),
+            first_chunk_s=_seconds(metrics["firstChunkMs"]),
+            first_audio_s=_seconds(metrics["firstAudioMs"]),
+            total_s=_seconds(metrics["totalMs"]),
+        )
+        said = reply.said_text
+        self.recorder.record(
+            services.message_record_assistant,
+            session_id=self.call_uuid,
+            seq=seq,
+            text=said,
+            raw_text=reply.raw_text,
+            chunks=[
+                {"index": c.index, "text": c.text, "spoken": c.audio_sent, "fallback": c.is_fallback}
+                for c in reply.chunks
+            ],
+            interrupted=reply.interrupted,
+            fallback_tier=reply.fallback_tier,
+            error_kind=error_kind,
+            utterance_id=utterance_id,
+            created_at=timezone.now(),
+            tool_calls=[call.record() for call in reply.tool_calls],
+            metrics={
+                "first_token_ms": metrics["firstTokenMs"],
+                "first_chunk_ms": metrics["firstChunkMs"],
+                "first_audio_ms": metrics["firstAudioMs"],
+                "total_ms": metrics["totalMs"],
+                "chunk_count": len(reply.chunks),
+                "prompt_tokens": reply.prompt_tokens,
+                "completion_tokens": reply.completion_tokens,
+                "retries": reply.retries,
+                "error_kind": error_kind,
+            },
+        )
+        self._publish(
+            {
+                "kind": "reply",
+                "utteranceId": utterance_id,
+                "text": said,
+                "interrupted": reply.interrupted,
+                "fallbackTier": reply.fallback_tier,
+                "metrics": metrics,  # the timing line staff see under the reply
+            }
+        )
+
+    @staticmethod
+    def _turn_metrics(reply: Reply, speaker: ReplySpeaker) -> dict[str, Any]:
+        return {
+            "firstTokenMs": reply.elapsed_ms(reply.first_token_at),
+            "firstChunkMs": reply.elapsed_ms(reply.first_chunk_at),
+            "firstAudioMs": reply.elapsed_ms(speaker.first_audio_at),
+            "modelDoneMs": reply.elapsed_ms(reply.stream_ended_at),
+            "totalMs": reply.elapsed_ms(reply.finished_at or time.monotonic()),
+            "chunks": len(reply.chunks),
+            "fallbackTier": reply.fallback_tier,
+            "errorKind": reply.error.kind.value if reply.error else None,
+            "promptTokens": reply.prompt_tokens,
+            "completionTokens": reply.completion_tokens,
+        }
+
+    # ---------------------------------------------------------------- staff following live
+    def _publish_chunk(self, utterance_id: str, chunk: ReplyChunk) -> None:
+        self._publish(
+            {"kind": "chunk", "utteranceId": utterance_id, "index": chunk.index, "text": chunk.text}
+        )
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        """Tell staff following the call; fire and forget, never on the audio path."""
+        task = asyncio.get_running_loop().create_task(
+            live.publish_call_event(session_id=self.session_id, event=event)
+        )
+        self.side_tasks.add(task)
+        task.add_done_callback(self.side_tasks.discard)
+
+
+SHUTDOWN_MESSAGE = "The server is restarting. Please call again in a moment."
+
+
+def _seconds(ms: float | None) -> float | None:
+    return None if ms is None else ms / 1000.0

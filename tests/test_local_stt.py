@@ -249,3 +249,12 @@ async def test_speculative_work_is_dropped_when_the_caller_goes_on(tiny):
     assert [words(t) for t in texts] == [said.split()]
     assert speculative.discarded == 1  # the pause inside the sentence
     assert speculative.reused == 1
+
+
+async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_end(tiny):
+    sentence = at_rate(piper_pcm("We have twelve people on the sales team."), 16000)
+    last = at_rate(piper_pcm("Please send me the contract tomorrow."), 16000)
+    filler = (sentence + silence(400)) * (31 * 32000 // (len(sentence) + 12800) + 1)
+    text = await tiny.transcribe(filler + last, sample_rate=16000, language="en", call_id="t10")
+    assert len(filler) / 32000 > 30
+    assert words(text)[-6:] == ["please", "send", "me", "the", "contract", "tomorrow"]

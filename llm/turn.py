@@ -262,7 +262,10 @@ class _Rounds:
             if offered is None or last:
                 names = ", ".join(call.name for call in calls)
                 logger.warning(
-                    "call=%s tool calls ignored (round %d, limit reached): %s", self.call_id, number, names
+                    "call=%s tool calls ignored (round %d: tools not offered or no more rounds): %s",
+                    self.call_id,
+                    number,
+                    names,
                 )
                 return
             tool_round = ToolRound(end_chunk=len(reply.chunks), calls=calls)

@@ -244,7 +244,7 @@ class LocalWhisperTranscriber:
         model: str = "tiny.en",
         max_concurrent: int | None = None,
         cache_dir: Path | None = None,
-        window_seconds: float = 30.0,
+        window_seconds: float = 10.0,
         load: bool = True,
     ) -> None:
         self.window_seconds = min(30.0, max(1.0, window_seconds))

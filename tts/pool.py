@@ -155,7 +155,7 @@ class SynthesisPool:
                 pacing = current_pacing()
                 state.future = loop.create_future()
                 if pacing is None:
-                    self._submit(state, False, time.monotonic(), float("-inf"))
+                    self._submit(state, False, time.monotonic() + FIRST_AUDIO_BUDGET, float("-inf"))
                 else:
                     self._submit(state, pacing.speaking, pacing.deadline(), pacing.not_before())
                 item = await state.future

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from calls import live, protocol, telemetry
+from calls import limits, live, protocol, telemetry
 from calls.origins import origin_allowed as _origin_allowed
 from calls.session import CallSession, Request, active_call_count, has_capacity
 
@@ -29,25 +29,6 @@ __all__ = ["BrowserPort", "CallConsumer", "active_call_count"]
 # scheduling drift (measured ~10 % behind with the product's client) plus buffering.
 PLAYBACK_SLACK_RATIO = 0.15
 PLAYBACK_SLACK_SECONDS = 0.5
-
-
-class _RateLimiter:
-    """Token bucket: ``rate`` events a second, bursts up to twice that."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.capacity = 2.0 * rate
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class _Playback:
@@ -136,6 +117,7 @@ class BrowserPort:
 
 class CallConsumer(AsyncWebsocketConsumer):
     session: CallSession | None = None
+    client_address: str | None = None  # set while this call holds a per-address slot
 
     # ---------------------------------------------------------------- connection
     async def connect(self) -> None:
@@ -157,25 +139,52 @@ class CallConsumer(AsyncWebsocketConsumer):
             )
             return
 
+        address = limits.client_address(self.scope)
+        # A call with no known address (a unix socket with no trusted header) is not counted.
+        if address != limits.UNKNOWN_ADDRESS and not limits.address_slots().acquire(address):
+            telemetry.REJECTED_CALLS.labels("address").inc()
+            await self._refuse(
+                "capacity", "Too many calls from your address at once. Please end one first.", code=1013
+            )
+            return
+        self.client_address = address if address != limits.UNKNOWN_ADDRESS else None
+
         self.port = BrowserPort(self)
         session = CallSession(port=self.port, transport="browser")
         self.port.session_id = session.session_id
-        await session.start()
+        try:
+            await session.start()
+        except BaseException:
+            self._release_address()
+            raise
         self.session = session
-        self.rate_limiter = _RateLimiter(settings.VANTUM_MAX_EVENTS_PER_SECOND)
+        self.frame_budget = limits.FrameBudget(
+            frames_per_second=settings.VANTUM_MAX_EVENTS_PER_SECOND,
+            bytes_per_second=settings.VANTUM_MAX_BYTES_PER_SECOND,
+        )
         self.rate_limited_at = 0.0
         await self.accept()
+        # Best effort (see calls.live): a Redis outage costs live features, never the call.
         await self.channel_layer.group_add(live.call_group(session.session_id), self.channel_name)
         await self.send(bytes_data=protocol.encode_connection_ack(session.session_id))
 
     async def disconnect(self, code: int) -> None:
         session = self.session
         if session is None:
+            self._release_address()
             return
         self.port.closed = True
-        await self.channel_layer.group_discard(live.call_group(session.session_id), self.channel_name)
-        await session.hangup()
+        try:
+            await session.hangup()  # first: the call's slot and rows never wait for Redis
+        finally:
+            self._release_address()
+            await self.channel_layer.group_discard(live.call_group(session.session_id), self.channel_name)
         logger.info("call=%s socket closed (code %s)", session.session_id, code)
+
+    def _release_address(self) -> None:
+        if self.client_address is not None:
+            limits.address_slots().release(self.client_address)
+            self.client_address = None
 
     async def call_end(self, message: dict[str, Any]) -> None:
         """Channel-layer request to end this call (staff action, expiry on another process)."""
@@ -196,14 +205,21 @@ class CallConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is None:
             return
-        if not self.rate_limiter.allow():
+        # Before any decoding: a flooder's frame costs a subtraction, not a MessagePack parse.
+        size = len(bytes_data) if bytes_data is not None else len(text_data or "")
+        if not self.frame_budget.allow(size):
+            if self.frame_budget.abusive:
+                telemetry.REJECTED_CALLS.labels("flood").inc()
+                logger.warning("call=%s closed: far over its frame budget", self.session.session_id)
+                await self.close(code=1008)
+                return
             now = time.monotonic()
             if now - self.rate_limited_at >= 1.0:  # one error a second, not one per dropped frame
                 self.rate_limited_at = now
+                telemetry.PROTOCOL_ERRORS.inc()
                 await self.port.request_error(
                     None, "Too many messages: frames are being dropped (rate limit)."
                 )
-            telemetry.PROTOCOL_ERRORS.inc()
             return
         if bytes_data is None:
             await self.port.request_error(None, "Text frames are not supported: send MessagePack.")

@@ -37,7 +37,8 @@ from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-INSTANCE_ID = uuid.uuid4()
+INSTANCE_ID = uuid.uuid4()  # replaced in a forked worker (start_process_services)
+_INSTANCE_PID = os.getpid()
 HOSTNAME = socket.gethostname()
 STARTED_AT = timezone.now()
 SHUTDOWN_REASON = "server_shutdown"
@@ -101,26 +102,38 @@ _prompt_version: Any = None
 
 
 def prompt_version_for_new_call() -> Any:
-    """The active prompt version (synchronous; run it off the event loop).
+    """The prompt version a new call uses (synchronous; run it off the event loop).
 
-    Read from the database on every call, so activating a version in admin applies at once
-    on every process; when the database cannot be reached the last version this process
-    saw is used (refreshed by the heartbeat), so new calls still connect. Returns None when
-    the database has been unreachable since start: the call then runs on the environment's
-    prompt, and its row records no version.
+    Read from the database on every call (``agents.selectors.prompt_version_for_new_call``:
+    an A/B split, else the active version, created at first start), so activating a version
+    in admin applies at once on every process. When the database cannot be reached, the
+    last version this process used is taken (refreshed by the heartbeat), so new calls still
+    connect. None when the database has been unreachable since start: the call then runs on
+    the environment's prompt, and its row records no version.
     """
     global _prompt_version
+    from agents.selectors import prompt_version_for_new_call as pick_version
     from agents.services import prompt_version_ensure_initial
     from calls.recorder import database_unreachable
 
     try:
-        _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
+        version = pick_version() or prompt_version_ensure_initial(config=settings.VANTUM_LLM)
     except Exception as error:
         if not database_unreachable(error):
             raise
         logger.warning("database unreachable: new call uses the cached prompt version (%s)", _prompt_version)
         connection.close()
-    return _prompt_version
+        return _prompt_version
+    _prompt_version = version
+    return version
+
+
+def refresh_cached_prompt_version() -> None:
+    """The heartbeat's refresh: the active version (no A/B draw)."""
+    global _prompt_version
+    from agents.services import prompt_version_ensure_initial
+
+    _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
 
 
 def llm_config_for_new_call(version: Any) -> Any:
@@ -162,7 +175,7 @@ class Heartbeat(threading.Thread):
                 telemetry.CALLS_LOST.inc(lost)
                 logger.warning("closed %d calls left open by lost server processes (server_lost)", lost)
             recorder.spool_replay()
-            prompt_version_for_new_call()
+            refresh_cached_prompt_version()
         except Exception as error:
             connection.close()
             now = time.monotonic()
@@ -196,10 +209,19 @@ def start_process_services(loop: asyncio.AbstractEventLoop | None = None) -> Non
         if _heartbeat is not None:
             return
         _loop = loop or asyncio.get_running_loop()
+        _new_instance_after_fork()
         _heartbeat = Heartbeat(settings.VANTUM_HEARTBEAT_SECONDS)
         _heartbeat.start()
     _install_shutdown_hooks()
     logger.info("server instance %s (pid %d) started", INSTANCE_ID, os.getpid())
+
+
+def _new_instance_after_fork() -> None:
+    """Workers forked from a process that imported us (gunicorn --preload) must not share
+    its instance id: one worker's crash would be hidden by its siblings' heartbeats."""
+    global INSTANCE_ID, _INSTANCE_PID
+    if os.getpid() != _INSTANCE_PID:
+        INSTANCE_ID, _INSTANCE_PID = uuid.uuid4(), os.getpid()
 
 
 async def shutdown(reason: str = SHUTDOWN_REASON) -> None:
@@ -232,7 +254,13 @@ def _install_shutdown_hooks() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous = signal.getsignal(signum)
             signal.signal(signum, _chained_handler(previous))
-    atexit.register(_shutdown_at_exit)
+    # Before the interpreter joins threads and shuts the thread pools down (the ORM needs
+    # them): threading's own exit hooks run first, newest first. atexit is the fallback.
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        register(_shutdown_at_exit)
+    else:
+        atexit.register(_shutdown_at_exit)
 
 
 def _chained_handler(previous: Any) -> Callable[[int, Any], None]:

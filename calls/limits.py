@@ -18,7 +18,11 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from django.conf import settings
+
 from vantum.client_address import client_address
+
+UNKNOWN_ADDRESS = ""  # what client_address gives for a peer it cannot name (unix socket)
 
 __all__ = ["AddressSlots", "BufferBudget", "FrameBudget", "TurnRate", "client_address"]
 
@@ -138,3 +142,27 @@ class FrameBudget:
     @property
     def abusive(self) -> bool:
         return self.over_since is not None and self.clock() - self.over_since >= self.close_after
+
+
+# ---------------------------------------------------------------- this process's instances
+
+_address_slots: AddressSlots | None = None
+_audio_buffer: BufferBudget | None = None
+
+
+def address_slots() -> AddressSlots:
+    """Calls per client address in this process (limit read from settings each time)."""
+    global _address_slots
+    if _address_slots is None:
+        _address_slots = AddressSlots(settings.VANTUM_MAX_CALLS_PER_ADDRESS)
+    _address_slots.limit = settings.VANTUM_MAX_CALLS_PER_ADDRESS
+    return _address_slots
+
+
+def audio_buffer() -> BufferBudget:
+    """Caller audio buffered by all calls of this process."""
+    global _audio_buffer
+    if _audio_buffer is None:
+        _audio_buffer = BufferBudget(settings.VANTUM_MAX_AUDIO_BUFFER_BYTES)
+    _audio_buffer.limit = settings.VANTUM_MAX_AUDIO_BUFFER_BYTES
+    return _audio_buffer

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib
 import json
 import logging
 import os
@@ -45,17 +46,33 @@ logger = logging.getLogger(__name__)
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 UNREACHABLE = (OperationalError, InterfaceError)
 _STOP = object()
-# The services a spool line may name (never an arbitrary callable read from disk).
+# The services a spool line may name, "module:function" (never an arbitrary callable read
+# from disk). Each is idempotent per call (and sequence number), so a replay is harmless.
 SPOOLABLE = frozenset(
     {
-        "call_start",
-        "call_update_settings",
-        "call_end",
-        "message_record_user",
-        "message_record_assistant",
-        "message_mark_interrupted",
+        "calls.services:call_start",
+        "calls.services:call_update_settings",
+        "calls.services:call_end",
+        "calls.services:call_settle_outcome",
+        "calls.services:message_record_user",
+        "calls.services:message_record_assistant",
+        "calls.services:message_mark_interrupted",
+        "bookings.services:bookings_link_call",
     }
 )
+
+
+def service_key(service: Callable[..., Any]) -> str:
+    return f"{getattr(service, '__module__', '')}:{getattr(service, '__name__', '')}"
+
+
+def service_for_key(key: str) -> Callable[..., Any]:
+    if ":" not in key:
+        key = f"calls.services:{key}"  # lines written before keys named their module
+    if key not in SPOOLABLE:
+        raise KeyError(key)
+    module, name = key.split(":", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 def database_unreachable(error: BaseException) -> bool:
@@ -202,13 +219,13 @@ class TranscriptRecorder:
             return
         lines = []
         for service, kwargs in items:
-            name = getattr(service, "__name__", "")
-            if getattr(service, "__module__", "") != "calls.services" or name not in SPOOLABLE:
+            key = service_key(service)
+            if key not in SPOOLABLE:
                 self.failed_writes += 1
                 telemetry.RECORDER_LOST.inc()
-                logger.error("call=%s LOST WRITE: %s cannot be spooled", self.call_id, name)
+                logger.error("call=%s LOST WRITE: %s cannot be spooled", self.call_id, key)
                 continue
-            lines.append(encode_line(name, kwargs))
+            lines.append(encode_line(key, kwargs))
         if not lines:
             return
         try:
@@ -292,8 +309,6 @@ def spool_replay() -> tuple[int, int]:
     """Store every spooled write (synchronous: run it off the event loop). Returns (stored,
     lost). Stops at the first sign the database is still unreachable, leaving the rest (and
     the file being replayed, re-applied idempotently next time) for the next attempt."""
-    from calls import services
-
     stored = lost = 0
     pending = 0
     files = spool_pending_files()
@@ -324,13 +339,15 @@ def spool_replay() -> tuple[int, int]:
                         telemetry.RECORDER_LOST.inc()
                         logger.error("spool %s: LOST WRITE, unreadable line %d", path.name, number + 1)
                     continue
-                if name not in SPOOLABLE:
+                try:
+                    service = service_for_key(name)
+                except (KeyError, ImportError, AttributeError):
                     lost += 1
                     telemetry.RECORDER_LOST.inc()
                     logger.error("spool %s: LOST WRITE, unknown service %r", path.name, name)
                     continue
                 try:
-                    getattr(services, name)(**kwargs)
+                    service(**kwargs)
                 except Exception as error:
                     if database_unreachable(error):
                         pending = len(lines) - number + sum(_count_lines(p) for p in files[index + 1 :])

@@ -49,7 +49,23 @@ def call_transcript(*, call: Call) -> list[Message]:
 
 
 def live_calls() -> QuerySet[Call]:
-    return call_list().filter(ended_at__isnull=True).order_by("-started_at")
+    """Calls in progress. A call whose server process stopped beating (crashed) is not
+    listed, even before a live process has closed it as ``server_lost``."""
+    from datetime import timedelta
+
+    from django.conf import settings
+    from django.utils import timezone
+
+    from calls.models import ServerInstance
+
+    stale = timezone.now() - timedelta(seconds=3 * settings.VANTUM_HEARTBEAT_SECONDS)
+    dead = ServerInstance.objects.filter(Q(stopped_at__isnull=False) | Q(heartbeat_at__lt=stale))
+    return (
+        call_list()
+        .filter(ended_at__isnull=True)
+        .exclude(server_instance__in=dead.values("id"))
+        .order_by("-started_at")
+    )
 
 
 def export_rows(*, call_ids: Iterable[int], chunk_size: int = 2000) -> Iterator[dict[str, Any]]:

@@ -189,9 +189,13 @@ def message_record_assistant(
     return message
 
 
-def message_mark_interrupted(*, session_id: uuid.UUID, seq: int) -> None:
-    """The caller cut the reply off while it was still playing."""
-    Message.objects.filter(call__session_id=session_id, seq=seq).update(interrupted=True)
+def message_mark_interrupted(*, session_id: uuid.UUID, seq: int, text: str | None = None) -> None:
+    """The caller cut the reply off while it was still playing (barge-in, hang-up); ``text``
+    is what they had heard of it by then, when known."""
+    changes: dict[str, Any] = {"interrupted": True}
+    if text is not None:
+        changes["text"] = storable(text)
+    Message.objects.filter(call__session_id=session_id, seq=seq).update(**changes)
 
 
 def server_instance_beat(

@@ -23,11 +23,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
-from agents.selectors import llm_config_for_version, prompt_version_for_new_call
-from agents.services import prompt_version_ensure_initial
 from bookings.services import bookings_link_call
 from bookings.tools import call_tool_registry
-from calls import live, protocol, services, telemetry
+from calls import instances, limits, live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
 from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
@@ -113,16 +111,19 @@ class CallSession:
         self.utterance: bytearray | None = None
         self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
         self.utterance_too_long = False
+        self.utterance_reserved = 0  # bytes of the process audio budget this utterance holds
+        self.turn_rate = limits.TurnRate(settings.VANTUM_MAX_TURNS_PER_MINUTE)
         self._started = False
+        self._closed = asyncio.Event()
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
         """Open the call: conversation, capacity slot, stored row, live registry."""
-        # An A/B split of the agent profile, else its active version (created at first start).
-        version = await database_sync_to_async(prompt_version_for_new_call)()
-        if version is None:
-            version = await database_sync_to_async(prompt_version_ensure_initial)(config=settings.VANTUM_LLM)
-        config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+        # An A/B split of the agent profile, else its active version (created at first
+        # start); the last one seen when the database is down: a new call still connects and
+        # its rows arrive after recovery.
+        version = await database_sync_to_async(instances.prompt_version_for_new_call)()
+        config = instances.llm_config_for_new_call(version)
         self.conversation = Conversation(
             call_id=self.session_id,
             provider=self.engines.chat,
@@ -135,18 +136,25 @@ class CallSession:
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         telemetry.CALLS.inc()
         get_session_registry().register(self.conversation, self._expire)
+        instances.call_opened(self.session_id, self._end_and_wait)
         self.recorder.record(
             services.call_start,
             session_id=self.call_uuid,
             started_at=timezone.now(),
-            prompt_version_id=version.pk,
+            prompt_version_id=version.pk if version else None,
+            server_instance=instances.INSTANCE_ID,
             voice_id=self.voice_id,
             # The demo responder is no model: never store a real model's name for it.
             llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
         )
-        logger.info("call=%s started over %s (prompt v%s)", self.session_id, self.transport, version.number)
+        logger.info(
+            "call=%s started over %s (prompt v%s)",
+            self.session_id,
+            self.transport,
+            getattr(version, "number", "-"),
+        )
 
     async def hangup(self) -> None:
         """The transport is gone: cancel turns, record the end, drain the writes."""
@@ -156,8 +164,10 @@ class CallSession:
         _active_calls.discard(self.session_id)
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
+        self._release_utterance()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
+        self._mark_last_reply_heard()  # it may still have been playing when the caller left
         tasks = list(self.turn_tasks)
         for task in tasks:
             task.cancel()
@@ -166,13 +176,17 @@ class CallSession:
         self.recorder.record(
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         # No outcome from the agent or staff: no decision (failed when the call broke).
         self.recorder.record(
             services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
         )
-        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         self._publish({"kind": "ended", "reason": reason})
-        await self.recorder.close(wait_seconds=5)
+        try:
+            await self.recorder.close(wait_seconds=5)
+        finally:
+            instances.call_closed(self.session_id)
+            self._closed.set()
         if self.recording is not None:
             await self.recording.save()  # resampled and written in a worker thread
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
@@ -191,6 +205,12 @@ class CallSession:
 
     async def _expire(self, call_id: str, reason: str) -> None:
         await self.end(reason=reason)
+
+    async def _end_and_wait(self, reason: str) -> None:
+        """Server shutdown: end the call, then wait until its rows are stored (or spooled)."""
+        message = SHUTDOWN_MESSAGE if reason == instances.SHUTDOWN_REASON else None
+        await self.end(reason=reason, message=message)
+        await asyncio.wait_for(self._closed.wait(), settings.VANTUM_SHUTDOWN_SECONDS)
 
     # ---------------------------------------------------------------- caller input
     async def audio_start(
@@ -211,9 +231,13 @@ class CallSession:
         if self.recording is not None:
             self.recording.add_caller(pcm, self.utterance_rate)
         limit = int(settings.STT_MAX_UTTERANCE_SECONDS * self.utterance_rate * 2)
-        if len(self.utterance) + len(pcm) > limit:
+        if self.utterance_too_long or len(self.utterance) + len(pcm) > limit:
             self.utterance_too_long = True
             return
+        if not limits.audio_buffer().reserve(len(pcm)):  # all calls' buffered audio is bounded
+            self.utterance_too_long = True
+            return
+        self.utterance_reserved += len(pcm)
         self.utterance.extend(pcm)
 
     async def audio_end(self, *, request: Request) -> None:
@@ -221,6 +245,7 @@ class CallSession:
         pcm, rate, too_long = bytes(self.utterance or b""), self.utterance_rate, self.utterance_too_long
         self.utterance = None
         self.utterance_too_long = False
+        self._release_utterance()
         if too_long:
             await self.port.request_error(
                 request,
@@ -228,12 +253,26 @@ class CallSession:
                 "transcribed. Please say it in shorter parts.",
             )
             return
-        self._start_turn(voice=(pcm, rate), request=request)
+        if await self._turn_allowed(request):
+            self._start_turn(voice=(pcm, rate), request=request)
 
     async def text_input(self, text: str, *, request: Request) -> None:
         """A typed turn: a barge-in, then the text is the caller's words."""
         await self._barge_in()
-        self._start_turn(text=text.strip(), request=request)
+        if await self._turn_allowed(request):
+            self._start_turn(text=text.strip(), request=request)
+
+    async def _turn_allowed(self, request: Request) -> bool:
+        """``VANTUM_MAX_TURNS_PER_MINUTE``: a flood of turns must not become model requests."""
+        if self.turn_rate.allow():
+            return True
+        telemetry.REJECTED_TURNS.inc()
+        await self.port.request_error(
+            request,
+            f"Too many turns: at most {self.turn_rate.per_minute} a minute. "
+            f"Please wait {self.turn_rate.retry_after():.0f} s.",
+        )
+        return False
 
     async def update(
         self,
@@ -256,9 +295,15 @@ class CallSession:
         )
 
     def _begin_utterance(self, rate: int) -> None:
+        self._release_utterance()
         self.utterance = bytearray()
         self.utterance_rate = rate
         self.utterance_too_long = False
+
+    def _release_utterance(self) -> None:
+        if self.utterance_reserved:
+            limits.audio_buffer().release(self.utterance_reserved)
+            self.utterance_reserved = 0
 
     def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
         if voice_id:
@@ -280,8 +325,34 @@ class CallSession:
         self.last_speaker = None
         if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
             await self.port.response_stop(speaker.utterance_id)
-            self.recorder.record(services.message_mark_interrupted, session_id=self.call_uuid, seq=seq)
+            self._record_heard(speaker, seq)
             self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+
+    def _mark_last_reply_heard(self) -> None:
+        """At hang-up: a finished reply whose audio was still playing was cut off."""
+        if self.replying is not None or self.last_speaker is None:
+            return
+        speaker, seq = self.last_speaker
+        self.last_speaker = None
+        if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
+            self._record_heard(speaker, seq)
+
+    def _record_heard(self, speaker: ReplySpeaker, seq: int) -> None:
+        self.recorder.record(
+            services.message_mark_interrupted,
+            session_id=self.call_uuid,
+            seq=seq,
+            text=self._heard_text(speaker),
+        )
+
+    def _heard_text(self, speaker: ReplySpeaker) -> str:
+        """The chunks whose audio had started playing by now (the port's playback estimate)."""
+        played = self.port.played_seconds(speaker.utterance_id)
+        return " ".join(
+            chunk.text
+            for chunk in speaker.chunks_sent
+            if speaker.chunk_audio_starts.get(chunk.index, float("inf")) < played
+        )
 
     def _start_turn(
         self, *, request: Request, text: str | None = None, voice: tuple[bytes, int] | None = None
@@ -407,11 +478,12 @@ class CallSession:
             first_audio_s=_seconds(metrics["firstAudioMs"]),
             total_s=_seconds(metrics["totalMs"]),
         )
+        said = reply.said_text
         self.recorder.record(
             services.message_record_assistant,
             session_id=self.call_uuid,
             seq=seq,
-            text=reply.said_text,
+            text=said,
             raw_text=reply.raw_text,
             chunks=[
                 {"index": c.index, "text": c.text, "spoken": c.audio_sent, "fallback": c.is_fallback}
@@ -439,7 +511,7 @@ class CallSession:
             {
                 "kind": "reply",
                 "utteranceId": utterance_id,
-                "text": reply.said_text,
+                "text": said,
                 "interrupted": reply.interrupted,
                 "fallbackTier": reply.fallback_tier,
                 "metrics": metrics,  # the timing line staff see under the reply
@@ -474,6 +546,9 @@ class CallSession:
         )
         self.side_tasks.add(task)
         task.add_done_callback(self.side_tasks.discard)
+
+
+SHUTDOWN_MESSAGE = "The server is restarting. Please call again in a moment."
 
 
 def _seconds(ms: float | None) -> float | None:

@@ -68,6 +68,9 @@ class ReplySpeaker:
         self.started = False
         self.first_audio_at: float | None = None
         self.audio_seconds = 0.0
+        # Where each chunk's audio starts in the reply (seconds), to tell what was heard.
+        self.chunk_audio_starts: dict[int, float] = {}
+        self.chunks_sent: list[ReplyChunk] = []
 
     async def speak(self, chunk: ReplyChunk) -> None:
         await self._ensure_started()
@@ -106,6 +109,9 @@ class ReplySpeaker:
             await self.port.response_start(self.utterance_id)
 
     async def _send_audio(self, chunk: ReplyChunk, frame: bytes, sample_rate: int) -> None:
+        if chunk.index not in self.chunk_audio_starts:
+            self.chunk_audio_starts[chunk.index] = self.audio_seconds
+            self.chunks_sent.append(chunk)
         await self.port.response_audio(self.utterance_id, frame, sample_rate)
         seconds = len(frame) / (2 * sample_rate)
         self.audio_seconds += seconds

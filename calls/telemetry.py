@@ -67,3 +67,4 @@ RECORDER_LOST = Counter(
 )
 RECORDER_PENDING = Gauge("vantum_recorder_spool_pending", "Spooled writes waiting for the database")
 CALLS_LOST = Counter("vantum_calls_lost_total", "Calls of crashed processes closed as server_lost")
+REJECTED_TURNS = Counter("vantum_turns_rejected_total", "Turns refused by VANTUM_MAX_TURNS_PER_MINUTE")

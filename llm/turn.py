@@ -177,8 +177,9 @@ async def stream_reply(
         await rounds.run()
         reply.stream_ended_at = time.monotonic()
         if reply.error is None:
-            if reply.end_call is not None and len(reply.chunks) == rounds.goodbye_from:
-                _enqueue(reply, queue, [DEFAULT_GOODBYE])  # the model ended the call without a word
+            # The model ended the call without a word of goodbye: say one.
+            if rounds.goodbye_from >= 0 and not _has_words(reply.chunks[rounds.goodbye_from :]):
+                _enqueue(reply, queue, [DEFAULT_GOODBYE])
             if all(chunk.is_hold for chunk in reply.chunks):
                 reply.error = ProviderError(ErrorKind.UNKNOWN, "the model returned an empty completion")
         queue.put_nowait(_END)
@@ -272,13 +273,18 @@ class _Rounds:
             self.running.clear()
             if reply.end_call is None and any(call.result and call.result.ends_call for call in calls):
                 reply.end_call = EndCall(by="tool")
-                if len(reply.chunks) > round_start:
+                if _has_words(reply.chunks[round_start:]):
                     return  # the goodbye came with the end_call: nothing more to say
                 self.goodbye_from = len(reply.chunks)
-            said = " ".join(c.text for c in reply.chunks[round_start:])
+            said = " ".join(c.text for c in reply.chunks[round_start:] if not c.is_hold)
             entries = [call.request_entry() for call in calls]
             history.append({"role": "assistant", "content": said or None, "tool_calls": entries})
             history.extend(call.result_message() for call in calls)
+
+
+def _has_words(chunks: Sequence[ReplyChunk]) -> bool:
+    """Whether the model said something in these chunks (a hold message is not the model's)."""
+    return any(not chunk.is_hold for chunk in chunks)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

@@ -36,6 +36,7 @@ class Caller:
         headers = [(b"origin", origin)] if origin else []
         self.communicator = WebsocketCommunicator(application, path, headers=headers)
         self.session_id = ""
+        self._playback: dict[str, tuple[float, float]] = {}  # utteranceId -> (first audio, seconds)
 
     async def connect(self) -> dict[str, Any]:
         connected, _ = await self.communicator.connect(timeout=10)
@@ -56,7 +57,15 @@ class Caller:
         message = await self.communicator.receive_output(timeout)
         if message["type"] == "websocket.close":
             return {"eventType": "<closed>", "code": message.get("code")}
-        return decode(message["bytes"])
+        event = decode(message["bytes"])
+        if event["eventType"] == "voicechat.response.chunk":
+            # Played as it arrives, in real time from its first frame, like the browser client.
+            payload = event["payload"]
+            now = asyncio.get_running_loop().time()
+            started, seconds = self._playback.get(payload["utteranceId"], (now, 0.0))
+            seconds += len(payload["audio"]) / (2 * payload["sampleRate"])
+            self._playback = {payload["utteranceId"]: (started, seconds)}
+        return event
 
     async def until(self, *event_types: str, timeout: float = 10.0) -> list[dict[str, Any]]:
         events = []
@@ -68,7 +77,14 @@ class Caller:
             if event["eventType"] in event_types or event["eventType"] == "<closed>":
                 return events
 
-    async def hang_up(self) -> None:
+    async def hang_up(self, *, after_listening: bool = False) -> None:
+        """Hang up; ``after_listening``: first hear the last reply to its end (otherwise the
+        server records it as cut off, with what had been played by then)."""
+        if after_listening and self._playback:
+            ((started, seconds),) = self._playback.values()
+            # The server's estimate allows 15 % + 0.5 s of playback drift (calls.consumers).
+            wait = started + seconds * 1.15 + 0.6 - asyncio.get_running_loop().time()
+            await asyncio.sleep(max(0.0, wait))
         await self.communicator.disconnect(timeout=10)
 
 

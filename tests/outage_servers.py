@@ -89,7 +89,8 @@ class StoppableRedis:
 
 class StoppablePostgres:
     """A throwaway PostgreSQL cluster that can be stopped (``pg_ctl stop -m immediate``, as
-    a crash or a network cut looks to clients) and started again with its data."""
+    a crash or a network cut looks to clients) and started again with its data. Durable
+    settings, unlike ``tests.servers.run_postgres``: committed rows survive the stop."""
 
     def __init__(self) -> None:
         initdb = require_program(
@@ -138,12 +139,9 @@ class StoppablePostgres:
                 "127.0.0.1",
                 "-k",
                 self.workdir,
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
+                # Durable (the defaults): an immediate stop is a crash, and with fsync or
+                # synchronous_commit off PostgreSQL itself may lose the last commits it
+                # acknowledged, which would be counted against us.
                 "-c",
                 "max_connections=300",
             ],

@@ -46,7 +46,7 @@ async def test_a_model_fault_is_spoken_as_the_tier_text_and_stored(
     await caller.connect()
     await caller.send("voicechat.text.input", {"text": "How much?"})
     events = await caller.until("voicechat.response.complete", timeout=15)
-    await caller.hang_up()
+    await caller.hang_up(after_listening=True)
     tier1 = settings.VANTUM_LLM.fallback_messages[0]
     texts = [e["payload"]["text"] for e in events if e["eventType"] == "voicechat.response.text"]
     assert texts == [*spoken_before, tier1]

@@ -71,12 +71,6 @@ def _metric(port: int, name: str) -> float:
     return values[0] if values else 0.0
 
 
-# Until the call object (calls/session.py) is wired: connect reads the prompt version from the
-# database and call_start does not carry the server instance yet.
-_UNWIRED = pytest.mark.xfail(reason="needs the CallSession wiring", strict=True)
-
-
-@_UNWIRED
 async def test_a_database_outage_loses_no_row_and_new_calls_still_connect(database, tmp_path):
     server = Uvicorn(_env(database, tmp_path / "spool"), log_path=tmp_path / "uvicorn.log").start()
     try:
@@ -134,7 +128,6 @@ async def test_a_nul_byte_in_a_typed_turn_is_stored_with_the_rest_of_the_text(da
         server.stop()
 
 
-@_UNWIRED
 async def test_writes_spooled_by_a_killed_process_are_stored_at_the_next_start(database, tmp_path):
     env = _env(database, tmp_path / "spool")
     server = Uvicorn(env, log_path=tmp_path / "a.log").start()
@@ -164,3 +157,29 @@ async def test_writes_spooled_by_a_killed_process_are_stored_at_the_next_start(d
         assert list((tmp_path / "spool").glob("*.jsonl")) == []
     finally:
         restarted.stop()
+
+
+async def test_a_hang_up_right_after_the_audio_was_pushed_stores_what_was_heard(database, tmp_path):
+    server = Uvicorn(_env(database, tmp_path / "spool"), log_path=tmp_path / "uvicorn.log").start()
+    try:
+        async with CallClient(server.ws_url) as call:
+            cut = await call.say_text("Hi, who is this?")  # all audio pushed, not yet played
+        async with CallClient(server.ws_url) as listener:
+            heard = await listener.say_text("Hi, who is this?")
+            seconds = len(heard.audio) / (2 * heard.of("voicechat.response.chunk")[0].payload["sampleRate"])
+            await asyncio.sleep(seconds * 1.15 + 0.8)  # heard to the end
+        assert len(cut.texts) >= 2
+        for session in (call.session_id, listener.session_id):
+            await _wait_rows(database.url, [(session, "hangup", 2)])
+        with psycopg.connect(database.url) as db:
+            rows = db.execute(
+                "SELECT c.session_id::text, m.text, m.interrupted FROM calls_message m "
+                "JOIN calls_call c ON c.id = m.call_id WHERE m.role = 'assistant' "
+                "AND c.session_id::text = ANY(%s)",
+                ([call.session_id, listener.session_id],),
+            ).fetchall()
+        stored = {session: (text, interrupted) for session, text, interrupted in rows}
+        assert stored[call.session_id] == (cut.texts[0], True)
+        assert stored[listener.session_id] == (" ".join(heard.texts), False)
+    finally:
+        server.stop()

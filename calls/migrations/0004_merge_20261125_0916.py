@@ -4,12 +4,10 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0002_server_instances'),
-        ('calls', '0003_message_tool_calls'),
-        ('calls', '0003_review_and_recording'),
+        ("calls", "0002_server_instances"),
+        ("calls", "0003_message_tool_calls"),
+        ("calls", "0003_review_and_recording"),
     ]
 
-    operations = [
-    ]
+    operations = []

@@ -4,15 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0004_merge_20261125_0916'),
+        ("calls", "0004_merge_20261125_0916"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='call',
-            name='end_reason',
-            field=models.CharField(blank=True, choices=[('hangup', 'Caller hung up'), ('staff_ended', 'Ended by staff'), ('idle_timeout', 'Idle timeout'), ('max_duration', 'Maximum duration'), ('server_shutdown', 'Server shut down'), ('server_lost', 'Server process lost (crash)'), ('error', 'Error'), ('agent_ended', 'Ended by the agent')], max_length=32),
+            model_name="call",
+            name="end_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("hangup", "Caller hung up"),
+                    ("staff_ended", "Ended by staff"),
+                    ("idle_timeout", "Idle timeout"),
+                    ("max_duration", "Maximum duration"),
+                    ("server_shutdown", "Server shut down"),
+                    ("server_lost", "Server process lost (crash)"),
+                    ("error", "Error"),
+                    ("agent_ended", "Ended by the agent"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

@@ -14,13 +14,14 @@ const els = {
 // Read-only counters for tests and curious humans.
 const hook = {
   state: "idle", sessionId: "", framesDecoded: 0, framesScheduled: 0, chunksShown: 0,
-  repliesCompleted: 0, repliesStopped: 0, errors: [], lastTimings: null,
+  repliesCompleted: 0, repliesStopped: 0, errors: [], lastTimings: null, connects: 0, endedReason: "",
 };
 window.vantumConsole = hook;
 
 let socket = null;
 let wantConnected = false;
 let retryDelay = 500;
+let endedBy = null; // {reason, message} once the server ended the call on purpose
 let playback = null; // AudioContext for the agent's voice
 let playhead = 0;
 let sources = [];
@@ -54,8 +55,18 @@ function send(eventType, payload = {}) {
   socket.send(encode({ eventType, eventId: crypto.randomUUID(), sessionId: hook.sessionId, payload }));
 }
 
+const END_REASONS = {
+  agent_ended: "The agent ended the call.",
+  staff_ended: "The call was ended by staff.",
+  idle_timeout: "The call was ended after a long silence.",
+  max_duration: "The call reached its maximum length.",
+  server_shutdown: "The server is restarting.",
+};
+
 function connect() {
   wantConnected = true;
+  endedBy = null;
+  hook.connects += 1;
   setState("connecting", "Connecting…");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   // With VANTUM_CALL_TOKENS set, open the console as /?token=... and the call carries it.
@@ -70,7 +81,12 @@ function connect() {
   socket.onclose = () => {
     socket = null;
     stopRecording(false);
-    if (wantConnected) {
+    if (endedBy) {
+      // A deliberate end (protocol: voicechat.call.ended): never redial on our own.
+      wantConnected = false;
+      const text = endedBy.message || END_REASONS[endedBy.reason] || `The call ended (${endedBy.reason}).`;
+      setState("ended", `${text} Press Connect to call again.`);
+    } else if (wantConnected) {
       setState("reconnecting", `Connection lost, reconnecting in ${Math.round(retryDelay / 100) / 10}s…`);
       setTimeout(() => wantConnected && connect(), retryDelay);
       retryDelay = Math.min(retryDelay * 2, 10000);
@@ -125,6 +141,11 @@ function handle(event) {
       break;
     case "voicechat.error":
       showError(p.message);
+      break;
+    case "voicechat.call.ended":
+      endedBy = { reason: p.reason || "", message: p.message || "" };
+      hook.endedReason = endedBy.reason;
+      wantConnected = false;
       break;
     default:
       if (event.eventType.endsWith(".error")) showError(p.message || "Unknown error");

@@ -243,10 +243,6 @@ def report(args: argparse.Namespace, results: dict) -> None:
     if SECTION not in text:
         text = text.rstrip("\n") + (
             f"\n\n{SECTION}\n\n"
-            "`bench/bench_outages.py`: 100 live calls (a typed turn every ~4 s each) on one uvicorn "
-            "process with real PostgreSQL and Redis; the dependency is killed, a tenth of the callers "
-            "hang up and as many new ones call during the outage, then it is started again and "
-            "everyone hangs up. Goal: 0 dropped, 0 rows lost, 0 slots leaked.\n\n"
             "| date (UTC) | fault | load | calls dropped | rows lost | calls not ended | slots leaked "
             "| notes | load average (1 min) |\n"
             "|---|---|---|---|---|---|---|---|---|\n"

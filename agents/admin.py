@@ -226,12 +226,20 @@ class PromptSplitInline(admin.TabularInline):
 
     model = PromptSplit
     formset = PromptSplitFormSet
-    extra = 2
+    extra = 1
     verbose_name = "A/B split"
     verbose_name_plural = (
         "A/B test: new calls are shared between these prompt versions in proportion to their "
         "weights (none, or all weights 0: every new call uses the active version)"
     )
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        field = super().formfield_for_dbfield(db_field, request, **kwargs)
+        if db_field.name == "version":
+            # Versions are made on their own page; no add/edit pop-ups from a weight row.
+            for flag in ("can_add_related", "can_change_related", "can_delete_related", "can_view_related"):
+                setattr(field.widget, flag, False)
+        return field
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
         if db_field.name == "version":

@@ -247,7 +247,13 @@ def report(args: argparse.Namespace, results: dict) -> None:
             "| notes | load average (1 min) |\n"
             "|---|---|---|---|---|---|---|---|---|\n"
         )
-    DOC.write_text(text.rstrip("\n") + "\n" + "\n".join(rows) + "\n")
+    # After the last row of this section's table (other sections may follow it).
+    start = text.index(SECTION)
+    following = text.find("\n## ", start + len(SECTION))
+    end = len(text) if following == -1 else following
+    body = text[start:end].rstrip("\n")
+    text = text[:start] + body + "\n" + "\n".join(rows) + "\n" + text[end:]
+    DOC.write_text(text)
     print("\n".join(rows))
 
 

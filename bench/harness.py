@@ -66,6 +66,8 @@ class Servers:
     def __init__(self, args: argparse.Namespace, *, buffered: bool = False) -> None:
         self.args = args
         self.buffered = buffered
+        # The code the servers run: this checkout, or another (--root) for before/after runs.
+        self.root = Path(args.root).resolve() if getattr(args, "root", "") else ROOT
         self.workdir = Path(tempfile.mkdtemp(prefix="vantum-bench-"))
         self.marks = self.workdir / "marks.jsonl"
         self.processes: list[subprocess.Popen] = []
@@ -90,7 +92,7 @@ class Servers:
             env["REDIS_URL"] = self.stack.enter_context(run_redis())
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput"],
-            cwd=ROOT,
+            cwd=self.root,
             env=env,
             check=True,
             capture_output=True,
@@ -102,14 +104,17 @@ class Servers:
                 "--ttft", str(self.args.ttft), "--tps", str(self.args.tps), "--engine", self.args.engine,
                 "--marks", str(self.marks),
             ]  # fmt: skip
-            if self.args.server == "uvicorn":
-                command += ["--workers", str(self.args.workers), "--loop", self.args.loop]
-                command += ["--http", self.args.http]
+            if self.args.workers != 1:
+                command += ["--workers", str(self.args.workers)]
+            if self.args.loop != "auto" or self.args.http != "auto":
+                command += ["--loop", self.args.loop, "--http", self.args.http]
             if self.buffered:
                 command.append("--buffered")
+            if getattr(self.args, "profile", ""):
+                command += ["--profile", str(Path(self.args.profile).resolve())]
             log = open(self.workdir / f"server-{port}.log", "wb")
             self.processes.append(
-                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
             self.ports.append(port)
         for process, port in zip(self.processes, self.ports, strict=True):
@@ -585,11 +590,44 @@ async def run_overhead(args: argparse.Namespace) -> dict:
     print("|---|---|")
     for name, value in per_token.items():
         print(f"| {name} | {value:.2f} |")
+
+    # Per request: a 2-token reply to a 12-message conversation, the SDK's create() (its
+    # type-driven transformation of every message) against our plain-JSON post.
+    history = [{"role": "system", "content": "You are a helpful sales agent. " * 20}] + [
+        {"role": "user" if n % 2 == 0 else "assistant", "content": "Tell me about Vantum please. " * 3}
+        for n in range(11)
+    ]
+    short = FakeOpenAI(default=FakeReply(tokens=["Hi", "."]), keep_log=False)
+    short_client = openai.AsyncOpenAI(api_key="k", http_client=short.http_client(), max_retries=0)
+    short_provider = OpenAIChatProvider(api_key="k", http_client=short.http_client())
+
+    async def sdk_create() -> None:
+        async with short_client.chat.completions.with_streaming_response.create(
+            model="m", messages=history, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            async for _ in response.iter_bytes():
+                pass
+
+    async def our_post() -> None:
+        async for _ in short_provider.stream_chat(messages=history, params=ModelParams(), call_id="b"):
+            pass
+
+    per_request: dict[str, list[float]] = {"sdk_create": [], "our_post": []}
+    for _ in range(5):
+        for name, request in (("sdk_create", sdk_create), ("our_post", our_post)):
+            started = time.process_time()
+            for _ in range(100):
+                await request()
+            per_request[name].append((time.process_time() - started) * 10)  # ms per request
+    request_ms = {name: statistics.median(values) for name, values in per_request.items()}
+    for name, value in request_ms.items():
+        print(f"| request: {name} | {value:.2f} ms (CPU) |")
     return {
         "tokens": len(tokens),
         **{f"{name}_us_per_token": round(value, 2) for name, value in per_token.items()},
         "ours_us_per_token": round(our_us, 2),
         "bare_sdk_over_ours": round(bare_us / our_us, 1),
+        **{f"request_{name}_cpu_ms": round(value, 2) for name, value in request_ms.items()},
         "load_average": os.getloadavg(),
     }
 
@@ -610,6 +648,8 @@ def main() -> None:
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")
         p.add_argument("--postgres", action="store_true", help="a throwaway PostgreSQL (SQLite otherwise)")
+        p.add_argument("--root", default="", help="serve another checkout's code (before/after comparisons)")
+        p.add_argument("--profile", default="", help="pyinstrument text profile of the server, to this file")
         p.add_argument("--engine", default="tone")
         p.add_argument("--ttft", type=float, default=0.3, help="fake model: seconds to the first token")
         p.add_argument("--tps", type=float, default=50.0, help="fake model: tokens per second")

@@ -17,6 +17,7 @@ import functools
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -47,11 +48,32 @@ def main() -> None:
     parser.add_argument("--engine", default="tone")
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
+    parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
     args = parser.parse_args()
     if args.workers > 1 and args.server != "uvicorn":
         parser.error("--workers needs --server uvicorn")
     os.environ[CONFIG_VARIABLE] = json.dumps(vars(args))
 
+    profiler = None
+    if args.profile:
+        from pyinstrument import Profiler
+
+        # uvicorn re-raises SIGTERM after its graceful shutdown: exit through Python so the
+        # profile below gets written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler = Profiler(interval=0.001, async_mode="disabled")
+        profiler.start()
+    try:
+        serve(args)
+    finally:
+        if profiler is not None:
+            profiler.stop()
+            Path(args.profile).write_text(
+                profiler.output_text(unicode=True, color=False, show_all=False, timeline=False)
+            )
+
+
+def serve(args: argparse.Namespace) -> None:
     if args.server == "uvicorn":
         import uvicorn
 

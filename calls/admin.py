@@ -9,6 +9,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpRe
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 
 from calls import live, services
 from calls.dashboard import dashboard_data
@@ -104,17 +105,16 @@ class InterruptedFilter(admin.SimpleListFilter):
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
     list_display = (
-        "started_at",
+        "started_display",
         "prospect_display",
         "outcome_display",
         "duration_display",
         "turns",
         "fallbacks",
         "interruptions",
-        "prompt_version",
+        "prompt_display",
         "end_reason",
         "rating_display",
-        "llm_model",
     )
     list_filter = (
         ConversationFilter,
@@ -125,6 +125,7 @@ class CallAdmin(admin.ModelAdmin):
         FallbackFilter,
         InterruptedFilter,
         "outcome_source",
+        "llm_model",
         "tts_engine",
         "started_at",
     )
@@ -140,11 +141,20 @@ class CallAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest):
         return call_list()
 
+    @admin.display(description="started", ordering="started_at")
+    def started_display(self, obj: Call) -> str:
+        # Compact (the list is wide at 1366 px); the call's page shows the full date.
+        return timezone.localtime(obj.started_at).strftime("%Y-%m-%d %H:%M")
+
     @admin.display(description="prospect", ordering="prospect__name")
     def prospect_display(self, obj: Call) -> str:
         prospect = obj.prospect if isinstance(obj.prospect, dict) else {}
         parts = [str(prospect[key]) for key in ("name", "company") if prospect.get(key)]
         return " · ".join(parts) or "—"
+
+    @admin.display(description="prompt", ordering="prompt_version__number")
+    def prompt_display(self, obj: Call) -> str:
+        return f"v{obj.prompt_version.number}" if obj.prompt_version else "—"
 
     @admin.display(description="outcome", ordering="outcome")
     def outcome_display(self, obj: Call) -> str:

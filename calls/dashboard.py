@@ -79,8 +79,8 @@ class Bar:
 def bar_chart(
     bars: Sequence[Bar | tuple[str, float]],
     *,
-    width: int = 640,
-    height: int = 180,
+    width: int = 460,
+    height: int = 170,
     unit: str = "",
     color: str = "#417690",
     title: str = "",
@@ -124,11 +124,77 @@ def bar_chart(
             parts.append(
                 f'<text class="vv-value" x="{middle:.1f}" y="{y - 4:.1f}" text-anchor="middle">{shown}</text>'
             )
-        if index % label_every == 0:
-            parts.append(
-                f'<text class="vv-label" x="{middle:.1f}" y="{height - 6}" text-anchor="middle">'
-                f"{escape(bar.label)}</text>"
+    parts.extend(
+        _axis_labels(
+            [
+                (bar.label, index * step + step / 2)
+                for index, bar in enumerate(bars)
+                if (len(bars) - 1 - index) % label_every == 0
+            ],
+            height - 6,
+            width,
+        )
+    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))
+
+
+def _axis_labels(labels: Sequence[tuple[str, float]], y: float, width: float) -> list[str]:
+    """Labels under their bars, from the newest (rightmost) leftwards, skipping any that
+    would touch the one drawn before, and kept inside the chart at either edge."""
+    parts: list[str] = []
+    left_limit = math.inf
+    for text, middle in reversed(labels):
+        half = 3.6 * len(text)  # about half the text's width at the chart's 12-unit font
+        x, anchor, left, right = middle, "middle", middle - half, middle + half
+        if left < 0:
+            x, anchor, left, right = 0.0, "start", 0.0, 2 * half
+        elif right > width:
+            x, anchor, left, right = float(width), "end", width - 2 * half, float(width)
+        if right > left_limit - 6:
+            continue
+        parts.append(
+            f'<text class="vv-label" x="{x:.1f}" y="{y}" text-anchor="{anchor}">{escape(text)}</text>'
+        )
+        left_limit = left
+    return parts
+
+
+def hbar_chart(
+    bars: Sequence[Bar], *, width: int = 460, unit: str = "", color: str = "#417690", title: str = ""
+) -> SafeString:
+    """Horizontal bars for categories (outcomes, end reasons, tiers): the names stay
+    readable whatever their length, one row each, the value after the bar."""
+    row_height, label_width, value_width = 24, 140, 70
+    height = row_height * max(len(bars), 1) + 6
+    top = max((bar.value for bar in bars), default=0) or 1
+    span = width - label_width - value_width
+    parts = [
+        f'<svg class="vv-chart vv-hbar" viewBox="0 0 {width} {height}" preserveAspectRatio="xMinYMin meet" '
+        f'role="img" aria-label="{escape(title)}">'
+    ]
+    for index, bar in enumerate(bars):
+        y = index * row_height + 4
+        length = span * bar.value / top
+        shown = _number(bar.value, unit)
+        rect = (
+            f'<rect x="{label_width}" y="{y}" width="{max(length, 0):.1f}" height="{row_height - 8}" '
+            f'fill="{bar.colour or color}" rx="2"><title>{escape(bar.label)}: {shown}</title></rect>'
+        )
+        if bar.href:
+            rect = (
+                f'<a href="{escape(bar.href)}"><rect class="vv-hit" x="0" y="{y - 3}" width="{width}" '
+                f'height="{row_height - 2}"><title>{escape(bar.label)}: {shown}</title></rect>{rect}</a>'
             )
+        parts.append(rect)
+        middle = y + (row_height - 8) / 2 + 4
+        parts.append(
+            f'<text class="vv-label" x="{label_width - 8}" y="{middle:.1f}" text-anchor="end">'
+            f"{escape(bar.label)}</text>"
+        )
+        parts.append(
+            f'<text class="vv-value" x="{label_width + length + 6:.1f}" y="{middle:.1f}">{shown}</text>'
+        )
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
@@ -137,15 +203,15 @@ def stacked_chart(
     days: Sequence[date],
     series: Sequence[tuple[str, str, dict[date, int], dict[str, Any]]],
     *,
-    width: int = 640,
-    height: int = 200,
+    width: int = 460,
+    height: int = 230,
     title: str = "",
 ) -> SafeString:
     """Stacked bars per day; ``series`` is (name, colour, counts per day, extra filters).
     Each segment links to the calls of that day with the series' filters; a legend below."""
     totals = [sum(counts.get(day, 0) for _, _, counts, _ in series) for day in days]
     top = max(totals, default=0) or 1
-    legend_height = 22
+    legend_height = 36  # two rows
     plot = height - 44 - legend_height
     step = width / max(len(days), 1)
     bar_width = max(2.0, step * 0.62)
@@ -175,18 +241,30 @@ def stacked_chart(
                 f'<text class="vv-value" x="{x + bar_width / 2:.1f}" y="{base - 4:.1f}" '
                 f'text-anchor="middle">{totals[index]}</text>'
             )
-        if index % label_every == 0:
-            parts.append(
-                f'<text class="vv-label" x="{x + bar_width / 2:.1f}" y="{plot + 36}" text-anchor="middle">'
-                f"{day:%b %d}</text>"
-            )
-    x = 0.0
-    for name, colour, _, _ in series:
-        parts.append(
-            f'<rect x="{x:.1f}" y="{height - 14}" width="10" height="10" fill="{colour}"/>'
-            f'<text class="vv-label" x="{x + 14:.1f}" y="{height - 5}">{escape(name)}</text>'
+
+    # Label every n-th day counted from the newest, so today always has its date.
+    parts.extend(
+        _axis_labels(
+            [
+                (f"{day:%b %d}", index * step + step / 2)
+                for index, day in enumerate(days)
+                if (len(days) - 1 - index) % label_every == 0
+            ],
+            plot + 36,
+            width,
         )
-        x += 24 + 6.5 * len(name)
+    )
+    x, row = 0.0, 0
+    for name, colour, _, _ in series:
+        item_width = 24 + 6.5 * len(name)
+        if x and x + item_width > width:  # wrap the legend rather than run off the chart
+            x, row = 0.0, row + 1
+        y = plot + 48 + 16 * row
+        parts.append(
+            f'<rect x="{x:.1f}" y="{y}" width="10" height="10" fill="{colour}"/>'
+            f'<text class="vv-label" x="{x + 14:.1f}" y="{y + 9}">{escape(name)}</text>'
+        )
+        x += item_width
     parts.append("</svg>")
     return mark_safe("".join(parts))
 
@@ -346,11 +424,8 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
         "booking_high": 100 * booking_interval[1] if booking_interval else None,
         "outcomes": {value: outcome_counts.get(value, 0) for value in Outcome.values},
         "tiers": {tier: tiers.get(tier, 0) for tier in (1, 2, 3)},
-        "tiers_chart": bar_chart(
-            [Bar(f"tier {t}", tiers.get(t, 0)) for t in (1, 2, 3)],
-            width=360,
-            color="#c47f00",
-            title="Fallbacks by tier",
+        "tiers_chart": hbar_chart(
+            [Bar(f"tier {t}", tiers.get(t, 0)) for t in (1, 2, 3)], color="#c47f00", title="Fallbacks by tier"
         ),
         "calls_chart": bar_chart(
             [Bar(label(d, "%b %d"), per_day_calls.get(d, 0), calls_url(**day_filters(d))) for d in day_list],
@@ -366,7 +441,7 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
             title="Connect time per day",
         ),
         "outcomes_chart": stacked_chart(day_list, outcome_series, title="Outcomes per day"),
-        "outcome_totals_chart": bar_chart(
+        "outcome_totals_chart": hbar_chart(
             [
                 Bar(
                     str(name),
@@ -376,10 +451,9 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
                 )
                 for value, name in Outcome.choices
             ],
-            width=640,
             title="Outcomes",
         ),
-        "end_reasons_chart": bar_chart(
+        "end_reasons_chart": hbar_chart(
             [
                 Bar(str(name), end_reasons.get(value, 0), calls_url(end_reason__exact=value))
                 for value, name in EndReason.choices
@@ -393,9 +467,8 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
             title="Agent turns per day",
         ),
         "latency": latency,
-        "latency_chart": bar_chart(
-            [Bar(f"{k.split()[-1]} p{q}", v[f"p{q}"] or 0) for k, v in latency.items() for q in (50, 95)],
-            width=480,
+        "latency_chart": hbar_chart(
+            [Bar(f"{k} p{q}", v[f"p{q}"] or 0) for k, v in latency.items() for q in (50, 95)],
             unit=" ms",
             title="Latency",
         ),

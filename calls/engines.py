@@ -18,7 +18,7 @@ from llm.metrics import LLMServiceMetrics
 from llm.providers import ChatProvider
 from llm.session import SessionRegistry
 from stt.base import Transcriber
-from stt.turn_detection import TurnConfig
+from stt.turn_detection import EndOfTurnModel, TurnConfig
 from stt.vad import VadFactory
 from tts.base import SpeechEngine
 
@@ -139,7 +139,20 @@ def build_turn_config() -> TurnConfig:
         padding_ms=settings.TURN_PADDING_MS,
         max_turn_ms=settings.TURN_MAX_MS,
         pause_ms=min(settings.TURN_PAUSE_MS, settings.TURN_END_SILENCE_MS),
+        smart_wait_ms=settings.TURN_SMART_WAIT_MS,
     )
+
+
+def build_end_of_turn_model() -> EndOfTurnModel | None:
+    """Smart Turn v3.2 (one ONNX session per process) when ``TURN_SMART`` is on, else None.
+
+    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``.
+    """
+    if not settings.TURN_SMART:
+        return None
+    from stt.smart_turn import shared_smart_turn
+
+    return shared_smart_turn()
 
 
 def build_speech_engine() -> SpeechEngine:
@@ -180,22 +193,26 @@ def get_session_registry() -> SessionRegistry:
     return _registry
 
 
+_AS_CONFIGURED = object()
+
+
 @contextlib.contextmanager
 def override_engines(
     *,
     chat: ChatProvider | None = None,
     speech: SpeechEngine | None = None,
-    transcriber: Transcriber | None = None,
+    transcriber: Transcriber | object | None = _AS_CONFIGURED,
     registry: SessionRegistry | None = None,
 ) -> Iterator[Engines]:
-    """Use these providers (the rest as configured) inside the block."""
+    """Use these providers (the rest as configured) inside the block. ``transcriber=None``
+    means no speech-to-text at all (the default keeps the configured one)."""
     global _engines, _registry
     saved, saved_registry = _engines, _registry
     base = _engines
     _engines = Engines(
         chat=chat or (base.chat if base else build_chat_provider()),
         speech=speech or (base.speech if base else build_speech_engine()),
-        transcriber=transcriber if transcriber is not None else (base.transcriber if base else None),
+        transcriber=(base.transcriber if base else None) if transcriber is _AS_CONFIGURED else transcriber,
     )
     if registry is not None:
         _registry = registry

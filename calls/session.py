@@ -177,11 +177,11 @@ class CallSession:
         self.recorder.record(
             services.call_end, session_id=self.call_uuid, reason=reason, ended_at=timezone.now()
         )
+        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         # No outcome from the agent or staff: no decision (failed when the call broke).
         self.recorder.record(
             services.call_settle_outcome, session_id=self.call_uuid, failed=reason == "error"
         )
-        self.recorder.record(bookings_link_call, session_id=self.call_uuid)
         self._publish({"kind": "ended", "reason": reason})
         try:
             await self.recorder.close(wait_seconds=5)

@@ -83,19 +83,25 @@ def call_report(*, session_id: uuid.UUID | str, base_url: str) -> dict[str, Any]
 
 
 def _meeting(call: Any) -> dict[str, Any] | None:
-    """The meeting booked on this call, when the bookings app is installed and has one."""
+    """The meeting booked on this call, when the bookings app is installed and has one
+    (linked by the call, or by its session id when the row was written before the call's)."""
     from django.apps import apps
+    from django.core.exceptions import FieldError
+    from django.db.models import Q
 
     try:
         meeting_model = apps.get_model("bookings", "Meeting")
-    except LookupError:
+        meeting = (
+            meeting_model.objects.filter(Q(call=call) | Q(call_session_id=call.session_id))
+            .order_by("-pk")
+            .first()
+        )
+    except (LookupError, FieldError):
         return None
-    meeting = meeting_model.objects.filter(call=call).order_by("-pk").first()
     if meeting is None:
         return None
-    fields = ("start", "starts_at", "duration_minutes", "attendee_email", "notes", "status")
     report: dict[str, Any] = {"id": meeting.pk}
-    for name in fields:
+    for name in ("start", "end", "duration_minutes", "attendee_email", "notes", "status"):
         value = getattr(meeting, name, None)
         if value is not None:
             report[name] = value.isoformat() if hasattr(value, "isoformat") else value

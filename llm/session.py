@@ -18,7 +18,7 @@ from llm.context import ConversationContext
 from llm.metrics import LLMServiceMetrics
 from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
-from llm.tools import ToolRegistry
+from llm.tools import DEFAULT_GOODBYE, ToolRegistry
 from llm.turn import EndCall, Reply, SpeechSink, speak_fallback, stream_reply
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,8 @@ class Conversation:
                 chunker=self.chunker_factory(),
                 tools=self.tools,
             )
+            if reply.tools_refused:
+                self.tools = None  # this server has no function calling: stop offering it
             if reply.error is None:
                 self.failure_count = 0
                 self.metrics.record_success((time.monotonic() - reply.started_at) * 1000.0)
@@ -151,9 +153,14 @@ class Conversation:
                 self.metrics.record_failure(kind=reply.error.kind.value, tier=tier)
                 log = logger.error if tier == 3 else logger.warning
                 log("call=%s tier %d fallback after %s failure", self.call_id, tier, reply.error.kind.value)
-                if tier == 3 and self.config.tier3_ends_call:
+                text = self.config.fallback_for_tier(tier)
+                if reply.end_call is not None:
+                    # The model had already ended the call (end_call ran); its goodbye failed.
+                    # "Can you repeat that?" before hanging up would be absurd: say goodbye.
+                    text = DEFAULT_GOODBYE
+                elif tier == 3 and self.config.tier3_ends_call:
                     reply.end_call = EndCall(by="fallback")
-                await speak_fallback(reply, text=self.config.fallback_for_tier(tier), tier=tier, sink=sink)
+                await speak_fallback(reply, text=text, tier=tier, sink=sink)
         except asyncio.CancelledError:
             reply.interrupted = True
             raise

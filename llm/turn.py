@@ -88,6 +88,7 @@ class Reply:
     completion_tokens: int | None = None
     tool_rounds: list[ToolRound] = field(default_factory=list)
     end_call: EndCall | None = None
+    tools_refused: bool = False  # the server rejected the request with tools (see _Rounds)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -177,8 +178,9 @@ async def stream_reply(
         await rounds.run()
         reply.stream_ended_at = time.monotonic()
         if reply.error is None:
-            if reply.end_call is not None and len(reply.chunks) == rounds.goodbye_from:
-                _enqueue(reply, queue, [DEFAULT_GOODBYE])  # the model ended the call without a word
+            # The model ended the call without a word of goodbye: say one.
+            if rounds.goodbye_from >= 0 and not _has_words(reply.chunks[rounds.goodbye_from :]):
+                _enqueue(reply, queue, [DEFAULT_GOODBYE])
             if all(chunk.is_hold for chunk in reply.chunks):
                 reply.error = ProviderError(ErrorKind.UNKNOWN, "the model returned an empty completion")
         queue.put_nowait(_END)
@@ -252,6 +254,9 @@ class _Rounds:
                 reply.prompt_tokens = _add(used[0], reply.prompt_tokens)
                 reply.completion_tokens = _add(used[1], reply.completion_tokens)
             if reply.error is not None:
+                if number == 0 and reading.tools and self._tools_refused(round_start):
+                    offered = None
+                    continue
                 return
             # Flushed now, not at the end: the caller hears "let me check" while the tool runs.
             _enqueue(reply, self.queue, self.chunker.flush())
@@ -261,7 +266,10 @@ class _Rounds:
             if offered is None or last:
                 names = ", ".join(call.name for call in calls)
                 logger.warning(
-                    "call=%s tool calls ignored (round %d, limit reached): %s", self.call_id, number, names
+                    "call=%s tool calls ignored (round %d: tools not offered or no more rounds): %s",
+                    self.call_id,
+                    number,
+                    names,
                 )
                 return
             tool_round = ToolRound(end_chunk=len(reply.chunks), calls=calls)
@@ -272,13 +280,36 @@ class _Rounds:
             self.running.clear()
             if reply.end_call is None and any(call.result and call.result.ends_call for call in calls):
                 reply.end_call = EndCall(by="tool")
-                if len(reply.chunks) > round_start:
+                if _has_words(reply.chunks[round_start:]):
                     return  # the goodbye came with the end_call: nothing more to say
                 self.goodbye_from = len(reply.chunks)
-            said = " ".join(c.text for c in reply.chunks[round_start:])
+            said = " ".join(c.text for c in reply.chunks[round_start:] if not c.is_hold)
             entries = [call.request_entry() for call in calls]
             history.append({"role": "assistant", "content": said or None, "tool_calls": entries})
             history.extend(call.result_message() for call in calls)
+
+    def _tools_refused(self, round_start: int) -> bool:
+        """A self-hosted server without function calling answers a request with ``tools``
+        with a 400: the reply is asked again without them (and ``reply.tools_refused`` tells
+        the conversation to stop offering them), rather than every turn failing."""
+        reply = self.reply
+        if reply.error is None or reply.error.kind is not ErrorKind.INVALID_REQUEST:
+            return False
+        if _has_words(reply.chunks[round_start:]):
+            return False
+        logger.warning(
+            "call=%s the model server refused the request with tools (%s); answering without tools",
+            self.call_id,
+            reply.error.message,
+        )
+        reply.error = None
+        reply.tools_refused = True
+        return True
+
+
+def _has_words(chunks: Sequence[ReplyChunk]) -> bool:
+    """Whether the model said something in these chunks (a hold message is not the model's)."""
+    return any(not chunk.is_hold for chunk in chunks)
 
 
 def _add(a: int | None, b: int | None) -> int | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import re
@@ -206,6 +207,14 @@ def decode_tokens(tokens: list[str]) -> str:
 # --- the transcriber -------------------------------------------------------------------
 
 
+def _language_tokens(model_dir: Path) -> frozenset[str]:
+    """The ``<|xx|>`` language tokens of a multilingual model (config ``lang_ids`` are
+    line numbers of ``vocabulary.txt``)."""
+    vocabulary = (model_dir / "vocabulary.txt").read_text(encoding="utf-8").split("\n")
+    lang_ids = json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("lang_ids", [])
+    return frozenset(vocabulary[i] for i in lang_ids if i < len(vocabulary))
+
+
 def pcm16_to_float16k(pcm: bytes, sample_rate: int) -> np.ndarray:
     """Float32 samples in [-1, 1] at 16 kHz of PCM s16le (odd trailing byte ignored)."""
     samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float32) / 32768.0
@@ -247,6 +256,7 @@ class LocalWhisperTranscriber:
         self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="whisper")
         self.started = 0  # transcriptions that began running (a cancelled waiting one never does)
         self._prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
+        self._languages = _language_tokens(self.info.path) if self.info.multilingual else frozenset()
         if load:
             self.warm_up()
 
@@ -278,10 +288,9 @@ class LocalWhisperTranscriber:
     def _prompt_for(self, language: str | None) -> list[str]:
         if not self.info.multilingual:
             return self._prompt
-        language = (language or "en").split("-")[0].lower()
-        token = f"<|{language}|>"
-        if not re.fullmatch(r"[a-z]{2,3}", language):
-            token = "<|en|>"
+        token = f"<|{(language or 'en').split('-')[0].lower()}|>"
+        if token not in self._languages:
+            token = "<|en|>"  # a language the model does not know: English beats failing the turn
         return ["<|startoftranscript|>", token, "<|transcribe|>", "<|notimestamps|>"]
 
     def _decode(self, audio: np.ndarray, language: str | None) -> str:
@@ -289,23 +298,17 @@ class LocalWhisperTranscriber:
 
         features = log_mel_spectrogram(audio, self._frames_for(len(audio)))[np.newaxis]
         prompt = self._prompt_for(language)
-        try:
-            result = self._model.generate(
-                ctranslate2.StorageView.from_array(features),
-                [prompt],
-                beam_size=1,
-                # Speech runs ~3-4 tokens a second: a bound well above it stops a runaway
-                # repetition loop (Whisper's failure mode) from costing seconds of CPU.
-                max_length=min(MAX_NEW_TOKENS, 16 + int(8 * len(audio) / TARGET_RATE)),
-                return_scores=True,
-                return_no_speech_prob=True,
-                suppress_blank=True,
-            )[0]
-        except ValueError:
-            if prompt is self._prompt:
-                raise
-            # An unknown language token: fall back to English rather than fail the turn.
-            return self._decode(audio, "en")
+        result = self._model.generate(
+            ctranslate2.StorageView.from_array(features),
+            [prompt],
+            beam_size=1,
+            # Speech runs ~3-4 tokens a second: a bound well above it stops a runaway
+            # repetition loop (Whisper's failure mode) from costing seconds of CPU.
+            max_length=min(MAX_NEW_TOKENS, 16 + int(8 * len(audio) / TARGET_RATE)),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+        )[0]
         tokens = result.sequences[0]
         # Whisper's own silence rule: likely "no speech" and a low-confidence decode -> nothing.
         if result.no_speech_prob > 0.6 and result.scores[0] < -1.0:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -64,6 +65,7 @@ class TurnConfig:
     padding_ms: int = 256
     max_turn_ms: int = 28000
     pause_ms: int = 128
+    smart_wait_ms: int = 1500  # extra silence when the end-of-turn model says "unfinished"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.speech_threshold < 1.0:
@@ -71,7 +73,7 @@ class TurnConfig:
         for name in ("end_silence_ms", "min_speech_ms", "max_turn_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("barge_in_min_speech_ms", "padding_ms", "pause_ms"):
+        for name in ("barge_in_min_speech_ms", "padding_ms", "pause_ms", "smart_wait_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.pause_ms > self.end_silence_ms:
@@ -127,12 +129,29 @@ class _Resampler:
         return np.clip(np.rint(out * 32768.0), -32768, 32767).astype("<i2").tobytes()
 
 
-class TurnDetector:
-    """Turn events from a caller's audio (see the module docstring). One per call."""
+class EndOfTurnModel(Protocol):
+    """A second opinion at the end of silence (Smart Turn): does the turn sound finished?"""
 
-    def __init__(self, *, vad: VadStream, config: TurnConfig) -> None:
+    def turn_complete_probability(self, pcm16k: bytes) -> float: ...
+
+
+class TurnDetector:
+    """Turn events from a caller's audio (see the module docstring). One per call.
+
+    ``end_of_turn`` (optional, off by default): when silence reaches ``end_silence_ms`` the
+    model reads the turn; below 0.5 ("unfinished") the turn waits ``smart_wait_ms`` more
+    silence. It runs inside ``feed`` (~10-100 ms of CPU, once per pause that long): a caller
+    that enables it should feed from a worker thread.
+    """
+
+    def __init__(
+        self, *, vad: VadStream, config: TurnConfig, end_of_turn: EndOfTurnModel | None = None
+    ) -> None:
         self.vad = vad
         self.config = config
+        self.end_of_turn = end_of_turn
+        self.smart_checks = 0  # times the end-of-turn model was asked
+        self.smart_holds = 0  # times it said "unfinished" and the turn waited
         self.frame_samples = vad.frame_samples
         self.frame_bytes = 2 * self.frame_samples
         self.frame_ms = self.frame_samples * 1000 // RATE
@@ -225,6 +244,7 @@ class TurnDetector:
         self._silent_frames = 0
         self._pause_announced = False
         self._last_voiced_end = 0  # len(_turn_audio) just after the last speech frame
+        self._end_after_ms = self.config.end_silence_ms  # this pause's silence limit
 
     def _kept_audio(self) -> bytes:
         """The turn's audio: up to the last speech frame plus ``pause_ms`` of what followed."""
@@ -295,6 +315,7 @@ class TurnDetector:
                 self._pause_announced = False
             if speech or not self._silent_frames:
                 self._silent_frames = 0
+                self._end_after_ms = self.config.end_silence_ms
                 self._voiced += 1
                 self._last_voiced_end = len(self._turn_audio)
                 self._check_confirmed(events)
@@ -307,10 +328,25 @@ class TurnDetector:
             self._pause_announced = True
             pause_at = (self._frame_index - self._silent_frames) * self.frame_ms
             events.append(PauseStarted(at_ms=pause_at, audio=self._kept_audio()))
-        if silent_ms >= self.config.end_silence_ms:
-            events.append(self._end_turn(reason="silence", forced=False))
-            return
+        if silent_ms >= self._end_after_ms:
+            if self._sounds_unfinished(silent_ms):
+                self._end_after_ms = self.config.end_silence_ms + self.config.smart_wait_ms
+            else:
+                events.append(self._end_turn(reason="silence", forced=False))
+                return
         self._check_max_length(events)
+
+    def _sounds_unfinished(self, silent_ms: int) -> bool:
+        """Ask the end-of-turn model once per pause, when the silence first reaches the limit."""
+        if self.end_of_turn is None or self.config.smart_wait_ms == 0:
+            return False
+        if silent_ms != self._frames(self.config.end_silence_ms) * self.frame_ms:
+            return False  # already asked for this pause: the extended limit is final
+        self.smart_checks += 1
+        if self.end_of_turn.turn_complete_probability(self._kept_audio()) >= 0.5:
+            return False
+        self.smart_holds += 1
+        return True
 
     def _check_confirmed(self, events: list[TurnEvent]) -> None:
         if not self._confirmed and self._voiced * self.frame_ms >= self.config.barge_in_min_speech_ms:

@@ -216,3 +216,51 @@ async def test_a_second_demo_caller_asking_for_the_same_slot_gets_the_next_free_
     assert (starts[1] - starts[0]).total_seconds() == 30 * 60
     assert "That time was just taken, so I'll take the next free slot." in texts
     assert any(t.startswith("You're all set: Tuesday") and "10:30" in t for t in texts)
+
+
+async def test_a_barge_in_while_a_meeting_is_being_booked_stops_the_reply_and_the_next_turn_sees_the_booking(
+    use_engines,
+):
+    day = _tuesday_in_five_weeks()
+    fake, provider = _fake_model(
+        FakeReply(
+            text="Let me book that for you.",
+            tool_calls=[
+                FakeToolCall("book_meeting", {"start": f"{day}T10:00", "duration_minutes": 30}, id="call_1")
+            ],
+        ),
+        FakeReply(text="Of course, what would you like to know?"),
+    )
+    use_engines(chat=provider, speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    book, started, release = session.conversation.tools.get("book_meeting"), asyncio.Event(), asyncio.Event()
+
+    async def slow_book(context, **arguments):
+        started.set()
+        await release.wait()  # the calendar is slow
+        return await book.handler(context, **arguments)
+
+    session.conversation.tools.add(dataclasses.replace(book, handler=slow_book))
+    await session.text_input("Tuesday at ten", request=TYPED)
+    await asyncio.wait_for(started.wait(), 5)
+    first_utterance = next(c[1] for c in port.calls if c[0] == "start")
+    barge_in = asyncio.create_task(session.text_input("Wait, one question first", request=TYPED))
+    await asyncio.sleep(0.1)
+    release.set()
+    await barge_in
+    await asyncio.wait_for(asyncio.gather(*session.turn_tasks), 10)
+    await session.hangup()
+
+    assert ("stop", first_utterance) in port.calls
+    assert len(fake.requests) == 2  # no follow-up for the cut reply; the next turn's request
+    messages = fake.requests[1]["json"]["messages"]
+    assert [m["role"] for m in messages[1:]] == ["user", "assistant", "tool", "user"]
+    assert messages[2]["tool_calls"][0]["id"] == messages[3]["tool_call_id"] == "call_1"
+    assert json.loads(messages[3]["content"])["ok"] is True  # the booking was let finish
+    assert len(await _meetings(session.session_id)) == 1
+    stored = [m for m in await stored_messages(session.session_id) if m.role == "assistant"]
+    assert stored[0].interrupted is True
+    assert [t["name"] for t in stored[0].tool_calls] == ["book_meeting"]
+    assert stored[1].text == "Of course, what would you like to know?"

@@ -7,6 +7,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -124,11 +125,30 @@ async def test_the_report_carries_outcome_prospect_and_transcript_link(receiver,
         services.call_end(session_id=session_id, reason="hangup")
         return call.pk
 
+    def booked(pk: int) -> None:
+        from bookings.models import Meeting
+
+        start = timezone.now().replace(microsecond=0) + timedelta(days=2)
+        Meeting.objects.create(
+            call_id=pk,
+            call_session_id=session_id,
+            start=start,
+            end=start + timedelta(minutes=30),
+            duration_minutes=30,
+            attendee_email="dana@acme.example",
+            created_at=timezone.now(),
+        )
+
     pk = await database_sync_to_async(stored_call)()
     result = await send_call_report(session_id=session_id)
+    assert json.loads(crm.requests[0][1])["meeting"] is None
+    await database_sync_to_async(booked)(pk)
+    result = await send_call_report(session_id=session_id)
     assert result is not None and result.delivered
-    report = json.loads(crm.requests[0][1])
+    report = json.loads(crm.requests[1][1])
     assert report["type"] == "call.ended"
+    assert report["meeting"]["duration_minutes"] == 30
+    assert report["meeting"]["attendee_email"] == "dana@acme.example"
     assert (report["outcome"], report["outcomeSource"], report["summary"]) == (
         "callback",
         "agent",

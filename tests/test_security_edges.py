@@ -423,3 +423,28 @@ def test_the_redaction_filter_keeps_the_record_shape_for_any_formatter():
         'INFO 127.0.0.1:5000 - "GET /ws?token=[redacted]&key=[redacted]#x HTTP/1.1" 101',
         "INFO calling wss://h/ws?access_token=[redacted]",
     ]
+
+
+def test_a_flood_of_bad_requests_writes_a_few_log_lines_not_one_each(production_server):
+    import socket
+
+    port = production_server["port"]
+    for _ in range(200):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            sock.recv(1024)
+    assert http_get(f"http://127.0.0.1:{port}/")[0] == 200  # still serving
+    time.sleep(0.5)
+    log = production_server["log"].read_text()
+    assert log.count("Invalid HTTP request received.") == 5
+
+
+def test_info_lines_of_different_calls_are_all_written_and_true_repeats_collapse():
+    logger, stream = _logger_with(CollapseRepeatsFilter(burst=5, window=10.0))
+    for n in range(50):
+        logger.info("call=%s connected (prompt v%s)", f"c{n}", 1)
+    for _ in range(50):
+        logger.info("call=%s connected (prompt v%s)", "same", 1)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 55
+    assert lines[-1] == "INFO call=same connected (prompt v1)"

@@ -14,7 +14,15 @@ from llm.metrics import LLMServiceMetrics
 from llm.openai_adapter import OpenAIChatProvider
 from llm.providers import ErrorKind, ProviderError
 from llm.session import Conversation
-from llm.tools import DEFAULT_GOODBYE, Tool, ToolError, ToolRegistry, ToolResult
+from llm.tools import (
+    DEFAULT_GOODBYE,
+    Tool,
+    ToolCallAssembler,
+    ToolContext,
+    ToolError,
+    ToolRegistry,
+    ToolResult,
+)
 from tests.support import RecordingSink
 
 CONFIG = LLMConfig(request_timeout=2.0, streaming_timeout=10.0, stall_timeout=1.0, retry_delays=(0.0,))
@@ -464,3 +472,58 @@ async def test_the_fake_refuses_a_follow_up_whose_tool_calls_have_no_results():
             pass
     assert raised.value.kind is ErrorKind.INVALID_REQUEST
     assert "did not have response messages: c1" in raised.value.message
+
+
+def test_the_assembler_joins_pieces_by_index_even_interleaved_or_with_a_repeated_name():
+    assembler = ToolCallAssembler()
+    assembler.feed([{"index": 1, "id": "b", "function": {"name": "end_call", "arguments": ""}}])
+    assembler.feed([{"index": 0, "id": "a", "function": {"name": "book_meeting", "arguments": '{"st'}}])
+    assembler.feed([{"index": 1, "function": {"name": "end_call", "arguments": '{"outcome": '}}])
+    assembler.feed(
+        [
+            {"index": 0, "function": {"arguments": 'art": "x"}'}},
+            {"index": 1, "function": {"arguments": '"no"}'}},
+        ]
+    )
+    assembler.feed([{"index": 2, "function": {"name": "take_note", "arguments": "{}"}}])  # no id
+    calls = assembler.calls(id_prefix="call_0")
+    assert [(c.id, c.name, c.arguments) for c in calls] == [
+        ("a", "book_meeting", '{"start": "x"}'),
+        ("b", "end_call", '{"outcome": "no"}'),
+        ("call_0_2", "take_note", "{}"),
+    ]
+
+
+async def test_an_empty_required_text_is_refused_by_name():
+    registry = Desk().registry()
+    result = await registry.run(
+        name="book_meeting", arguments='{"start": "", "duration_minutes": 30}', context=ToolContext("c")
+    )
+    assert json.loads(result.content) == {
+        "ok": False,
+        "error": "Invalid arguments: 'start' must not be empty.",
+    }
+
+
+async def test_when_the_goodbye_after_end_call_fails_the_caller_still_hears_a_goodbye_not_a_question():
+    _, conversation, _ = _setup(
+        FakeReply(tool_calls=[FakeToolCall("end_call", {"outcome": "not_interested"})]),
+        FakeReply(fault=Fault.SERVER_ERROR),
+    )
+    sink = RecordingSink()
+    reply = await conversation.respond("bye", sink=sink)
+    assert sink.spoken == [DEFAULT_GOODBYE]
+    assert reply.end_call is not None and reply.end_call.by == "tool"
+    assert reply.fallback_tier == 1 and reply.error is not None
+
+
+async def test_a_server_that_refuses_tools_gets_the_request_again_without_them_for_the_rest_of_the_call():
+    fake, conversation, _ = _setup(
+        FakeReply(fault=Fault.BAD_REQUEST), FakeReply(text="Hi there."), FakeReply(text="Sure.")
+    )
+    first, second = RecordingSink(), RecordingSink()
+    reply = await conversation.respond("hello", sink=first)
+    await conversation.respond("and then?", sink=second)
+    assert first.spoken == ["Hi there."] and second.spoken == ["Sure."]
+    assert reply.error is None and reply.fallback_tier is None and reply.tools_refused is True
+    assert ["tools" in body for body in _chat_bodies(fake)] == [True, False, False]

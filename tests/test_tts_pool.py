@@ -91,6 +91,24 @@ async def test_a_new_replys_first_sentence_goes_before_other_replies_tails():
     assert log == ["busy0", "new0", "t0", "u0"]
 
 
+async def test_a_speaking_reply_about_to_run_out_goes_before_a_new_reply():
+    pool = SynthesisPool(1)
+    log: list[str] = []
+    gate = threading.Event()
+    busy = asyncio.create_task(_drain(pool, _source("busy", 1, log, gate=gate)))
+    await asyncio.sleep(0.1)
+    first = asyncio.create_task(_drain(pool, _source("new", 1, log), Pacing(lookahead=10.0)))
+    await asyncio.sleep(0.1)
+    # Asked for after the new reply, but its caller runs out of audio in half a second.
+    pacing = Pacing(lookahead=10.0)
+    pacing.audio_sent(0.5)
+    urgent = asyncio.create_task(_drain(pool, _source("urgent", 1, log), pacing))
+    await asyncio.sleep(0.1)
+    gate.set()
+    await asyncio.gather(busy, first, urgent)
+    assert log == ["busy0", "urgent0", "new0"]
+
+
 async def test_a_reply_far_ahead_of_playback_waits_for_its_lookahead():
     pool = SynthesisPool(1)
     log: list[str] = []
@@ -142,10 +160,10 @@ async def test_pacing_is_per_task():
 
 
 def test_pacing_deadlines():
-    pacing = Pacing(lookahead=2.0, first_audio_budget=0.5, now=100.0)
-    assert (pacing.deadline(), pacing.not_before()) == (100.5, float("-inf"))
+    pacing = Pacing(lookahead=2.0, now=100.0)
+    assert (pacing.speaking, pacing.deadline(), pacing.not_before()) == (False, 100.0, float("-inf"))
     pacing.audio_sent(1.5, now=101.0)
     pacing.audio_sent(2.5, now=101.2)
-    assert (pacing.deadline(), pacing.not_before()) == (105.0, 103.0)
+    assert (pacing.speaking, pacing.deadline(), pacing.not_before()) == (True, 105.0, 103.0)
     with pytest.raises(ValueError, match="lookahead"):
         Pacing(lookahead=0)

@@ -245,3 +245,50 @@ def test_bad_settings_and_rates_are_refused_clearly():
         TurnConfig(end_silence_ms=0)
     with pytest.raises(ValueError, match="sample rate"):
         TurnDetector(vad=EnergyVad(), config=CONFIG).feed(b"\x00\x00", 4000)
+
+
+class ScriptedEndOfTurn:
+    """An end-of-turn model at the detector's edge that answers from a list."""
+
+    def __init__(self, answers: list[float]) -> None:
+        self.answers = answers
+        self.heard: list[int] = []
+
+    def turn_complete_probability(self, pcm16k: bytes) -> float:
+        self.heard.append(len(pcm16k))
+        return self.answers.pop(0)
+
+
+def test_an_unfinished_sounding_turn_waits_for_the_longer_silence():
+    config = TurnConfig(end_silence_ms=400, smart_wait_ms=1000, padding_ms=0)
+    model = ScriptedEndOfTurn([0.1, 0.9])  # "unfinished", then "finished"
+    detector = TurnDetector(vad=EnergyVad(), config=config, end_of_turn=model)
+    events = run(detector, tone(640) + silence(900) + tone(640) + silence(600))
+    assert kinds(events).count("TurnEnded") == 1  # the 900 ms pause did not end the turn
+    # Asked once per pause that reached 400 ms, with the turn's audio so far.
+    # The second tone ends at 2180 ms, inside the frame that ends at 2208 ms.
+    assert model.heard == [2 * 16 * (640 + 128), 2 * 16 * (2208 + 128)]
+    model = ScriptedEndOfTurn([0.1])
+    events = run(TurnDetector(vad=EnergyVad(), config=config, end_of_turn=model), tone(640) + silence(2000))
+    ended = [e for e in events if isinstance(e, TurnEnded)]
+    assert ended[0].at_ms - ended[0].speech_end_ms == 1408  # 400 + 1000, in whole frames
+
+
+def test_a_finished_sounding_turn_ends_at_the_normal_silence():
+    config = TurnConfig(end_silence_ms=400, smart_wait_ms=1000)
+    detector = TurnDetector(vad=EnergyVad(), config=config, end_of_turn=ScriptedEndOfTurn([0.9, 0.9]))
+    events = run(detector, tone(640) + silence(900) + tone(640) + silence(600))
+    assert kinds(events).count("TurnEnded") == 2
+
+
+def test_smart_turn_holds_a_sentence_cut_mid_thought(silero):
+    from stt.smart_turn import shared_smart_turn
+
+    pcm = silence(300) + speech("So what I was thinking is that") + silence(900) + speech("we start in May.")
+    pcm += silence(2500)
+    plain = run(TurnDetector(vad=silero(), config=CONFIG), pcm)
+    assert kinds(plain).count("TurnEnded") == 2
+    detector = TurnDetector(vad=silero(), config=CONFIG, end_of_turn=shared_smart_turn())
+    smart = run(detector, pcm)
+    assert kinds(smart).count("TurnEnded") == 1
+    assert detector.smart_holds >= 1

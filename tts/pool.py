@@ -7,25 +7,31 @@ for their first audio. Here synthesis runs in *steps* (one block, e.g. one Piper
 and only on demand: a step is queued when the consumer asks for the next block, and the
 pool's threads run queued steps earliest deadline first.
 
-A reply's deadline comes from its ``Pacing`` (set by the speaker for the task that
-consumes the speech, through a context variable):
+A reply's ``Pacing`` (set by the speaker for the task that consumes the speech, through a
+context variable) says where its caller's playback stands. When a thread is free it runs,
+among the steps that are due:
 
-- before its first audio, ``requested_at + first_audio_budget``: a new reply's first
-  sentence goes before the tail of replies that still have audio buffered;
-- after it, the moment the caller's playback runs out of what was sent
-  (``started_at + sent_seconds``), and the step is held back until ``lookahead`` seconds
-  before that, so no reply is synthesized further ahead of its caller than needed (a
-  barge-in then wastes at most ``lookahead`` seconds of synthesis).
+1. the step of a speaking reply whose caller runs out of audio within ``URGENT_SECONDS``
+   or two recent steps' time, whichever is more (earliest first): a call already
+   speaking never stutters while the work fits;
+2. else the first sentence of a new reply (oldest first): first audio comes before the
+   tails of replies that still have audio buffered;
+3. else the next sentence of a speaking reply (earliest deadline first).
 
-Without a ``Pacing`` (tests, a consumer that is not a call), a step's deadline is the time
-it was asked for: first come first served, one step at a time, never held back.
+A speaking reply's step is not due before ``lookahead`` seconds (plus twice the recent
+average time of a step, which grows when the machine is busy) ahead of the moment its
+caller would run out of audio, so no reply is synthesized further ahead than needed (a
+barge-in then wastes at most ``lookahead`` seconds of synthesis). Under overload, new
+replies wait longer for their first audio, gradually, and speaking calls go on.
+
+Without a ``Pacing`` (tests, a consumer that is not a call), a step counts as a first
+sentence asked for when it was queued: first come first served, never held back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
 import itertools
 import logging
 import threading
@@ -38,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 BlockSource = Callable[[threading.Event], Iterator[bytes]]
 
-FIRST_AUDIO_BUDGET = 0.5  # seconds a new reply may wait for its first audio before it outranks tails
+URGENT_SECONDS = 1.0  # a speaking reply this close to running out of audio goes first
 
 
 class Pacing:
@@ -49,15 +55,12 @@ class Pacing:
     small gaps, so the estimate runs early: on the safe side).
     """
 
-    __slots__ = ("first_audio_budget", "lookahead", "requested_at", "sent_seconds", "started_at")
+    __slots__ = ("lookahead", "requested_at", "sent_seconds", "started_at")
 
-    def __init__(
-        self, *, lookahead: float, first_audio_budget: float = FIRST_AUDIO_BUDGET, now: float | None = None
-    ) -> None:
+    def __init__(self, *, lookahead: float, now: float | None = None) -> None:
         if lookahead <= 0:
             raise ValueError(f"lookahead must be positive, got {lookahead}")
         self.lookahead = lookahead
-        self.first_audio_budget = first_audio_budget
         self.requested_at = time.monotonic() if now is None else now
         self.started_at: float | None = None
         self.sent_seconds = 0.0
@@ -67,10 +70,15 @@ class Pacing:
             self.started_at = time.monotonic() if now is None else now
         self.sent_seconds += seconds
 
+    @property
+    def speaking(self) -> bool:
+        return self.started_at is not None
+
     def deadline(self) -> float:
-        """When this reply's next audio is needed (``time.monotonic()`` clock)."""
+        """When the caller runs out of this reply's audio (``time.monotonic()``); before the
+        first audio, when the reply was asked for."""
         if self.started_at is None:
-            return self.requested_at + self.first_audio_budget
+            return self.requested_at
         return self.started_at + self.sent_seconds
 
     def not_before(self) -> float:
@@ -121,11 +129,14 @@ class SynthesisPool:
             raise ValueError(f"workers must be at least 1, got {workers}")
         self.workers = workers
         self.name = name
-        self._queue: list[tuple[float, int, float, _Stream]] = []  # (deadline, order, not_before, stream)
+        # (speaking, deadline, order, not_before, stream); scanned on each take: a few
+        # hundred entries at most, next to steps of tens of milliseconds or more.
+        self._queue: list[tuple[bool, float, int, float, _Stream]] = []
         self._order = itertools.count()
         self._condition = threading.Condition()
         self._threads: list[threading.Thread] = []
         self.steps_run = 0
+        self.step_seconds = 0.0  # moving average of a step's wall time
 
     def queued(self) -> int:
         with self._condition:
@@ -140,12 +151,11 @@ class SynthesisPool:
         try:
             while True:
                 pacing = current_pacing()
-                if pacing is None:
-                    deadline, not_before = time.monotonic(), float("-inf")
-                else:
-                    deadline, not_before = pacing.deadline(), pacing.not_before()
                 state.future = loop.create_future()
-                self._submit(state, deadline, not_before)
+                if pacing is None:
+                    self._submit(state, False, time.monotonic(), float("-inf"))
+                else:
+                    self._submit(state, pacing.speaking, pacing.deadline(), pacing.not_before())
                 item = await state.future
                 if item is _END:
                     return
@@ -160,14 +170,13 @@ class SynthesisPool:
                 idle = not state.running and not state.closed
                 if idle:
                     state.closed = True
-                    self._queue = [entry for entry in self._queue if entry[3] is not state]
-                    heapq.heapify(self._queue)
+                    self._queue = [entry for entry in self._queue if entry[4] is not state]
             if idle:
                 _close(state.blocks)
 
-    def _submit(self, state: _Stream, deadline: float, not_before: float) -> None:
+    def _submit(self, state: _Stream, speaking: bool, deadline: float, not_before: float) -> None:
         with self._condition:
-            heapq.heappush(self._queue, (deadline, next(self._order), not_before, state))
+            self._queue.append((speaking, deadline, next(self._order), not_before, state))
             if len(self._threads) < self.workers:
                 thread = threading.Thread(
                     target=self._work, name=f"{self.name}-{len(self._threads)}", daemon=True
@@ -180,29 +189,23 @@ class SynthesisPool:
         with self._condition:
             while True:
                 now = time.monotonic()
-                queue = self._queue
-                if queue and queue[0][2] <= now:
-                    index = 0
-                else:
-                    # The most urgent step is held back (paced): run the most urgent one
-                    # that is due, else sleep until one is due or new work arrives.
-                    index, soonest = -1, float("inf")
-                    for position, entry in enumerate(queue):
-                        if entry[2] <= now:
-                            if index < 0 or entry[:2] < queue[index][:2]:
-                                index = position
-                        elif entry[2] < soonest:
-                            soonest = entry[2]
-                    if index < 0:
-                        self._condition.wait(None if soonest == float("inf") else soonest - now)
+                # Steps take longer on a busy machine: start paced work that much earlier.
+                margin = 2 * self.step_seconds
+                urgent = max(URGENT_SECONDS, margin)
+                best, best_key, soonest = -1, (3, 0.0, 0), float("inf")
+                for index, (speaking, deadline, order, not_before, _) in enumerate(self._queue):
+                    if not_before - margin > now:
+                        soonest = min(soonest, not_before - margin)
                         continue
-                state = queue[index][3]
-                if index == 0:
-                    heapq.heappop(queue)
-                else:
-                    queue[index] = queue[-1]
-                    queue.pop()
-                    heapq.heapify(queue)
+                    rank = (0 if deadline - now <= urgent else 2) if speaking else 1
+                    key = (rank, deadline, order)
+                    if key < best_key:
+                        best, best_key = index, key
+                if best < 0:
+                    # Nothing due: sleep until the first paced step is, or new work arrives.
+                    self._condition.wait(None if soonest == float("inf") else soonest - now)
+                    continue
+                state = self._queue.pop(best)[4]
                 state.running = True
                 return state
 
@@ -210,6 +213,7 @@ class SynthesisPool:
         while True:
             state = self._take()
             try:
+                began = time.monotonic()
                 item: object = next(state.blocks) if not state.cancelled.is_set() else _END
             except StopIteration:
                 item = _END
@@ -217,6 +221,8 @@ class SynthesisPool:
                 item = error
             with self._condition:
                 self.steps_run += 1
+                if item is not _END:
+                    self.step_seconds += 0.2 * (time.monotonic() - began - self.step_seconds)
                 state.running = False
                 closing = state.cancelled.is_set() and not state.closed
                 if closing:

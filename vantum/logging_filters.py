@@ -51,8 +51,10 @@ class RedactSecretsFilter(logging.Filter):
 class CollapseRepeatsFilter(logging.Filter):
     """Lets ``burst`` records of one kind through per ``window`` seconds and counts the rest.
 
-    A kind is the logger, the level and the message *template* (``record.msg`` before its
-    arguments), so "connection from 10.0.0.%d lost" a thousand times is one kind. When a
+    A kind is the logger, the level and, for warnings and errors, the message *template*
+    (``record.msg`` before its arguments), so "connection from 10.0.0.%d lost" a thousand
+    times is one kind; below WARNING it is the whole line, so "call=%s connected" for a
+    thousand different calls is a thousand kinds, and only true repeats collapse. When a
     window ends with records suppressed, the next record of that kind (or of any kind, if
     the window is long over) is preceded by one line saying how many were suppressed.
     Memory is bounded: at most ``max_kinds`` kinds are tracked.
@@ -72,7 +74,7 @@ class CollapseRepeatsFilter(logging.Filter):
         if getattr(self._reporting, "active", False):
             return True  # our own summary line
         now = time.monotonic()
-        kind = (record.name, record.levelno, str(record.msg))
+        kind = (record.name, record.levelno, self._kind_text(record))
         with self._lock:
             due = self._close_windows(now)
             state = self._kinds.get(kind)
@@ -88,6 +90,17 @@ class CollapseRepeatsFilter(logging.Filter):
         for summary in due:
             self._report(record, summary)
         return allowed
+
+    @staticmethod
+    def _kind_text(record: logging.LogRecord) -> str:
+        """Warnings and errors by template: a flood varies only in its arguments (addresses,
+        counts). Lower levels by the whole line: one line per call (with its id) is news."""
+        if record.levelno >= logging.WARNING:
+            return str(record.msg)
+        try:
+            return record.getMessage()
+        except Exception:  # a bad format: let the handler report it
+            return str(record.msg)
 
     def _close_windows(self, now: float) -> list[tuple[tuple[str, int, str], int]]:
         """Ends every window that is over; returns (kind, suppressed) for those that hid lines."""

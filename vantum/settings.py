@@ -77,6 +77,8 @@ try:
     TURN_PADDING_MS = env_int("TURN_PADDING_MS", 256, minimum=0, maximum=2000)
     TURN_PAUSE_MS = env_int("TURN_PAUSE_MS", 128, minimum=0, maximum=2000)
     TURN_MAX_MS = env_int("TURN_MAX_MS", 28000, minimum=1000, maximum=29000)
+    TURN_SMART = env_bool("TURN_SMART", False)
+    TURN_SMART_WAIT_MS = env_int("TURN_SMART_WAIT_MS", 1500, minimum=0, maximum=10000)
     DEEPGRAM_API_KEY = env_str("DEEPGRAM_API_KEY", "")
     DEEPGRAM_MODEL = env_str("DEEPGRAM_MODEL", "nova-3")
     DEEPGRAM_URL = env_str("DEEPGRAM_URL", "wss://api.deepgram.com/v1/listen")
@@ -131,6 +133,20 @@ try:
     BOOKING_HOURS = parse_working_hours(
         timezone=BOOKING_TIMEZONE, hours=BOOKING_WORKING_HOURS, days=BOOKING_WORKING_DAYS
     )
+    # --- telephony: Twilio Media Streams, outbound dialing (telephony/)
+    TWILIO_ACCOUNT_SID = env_str("TWILIO_ACCOUNT_SID", "")
+    TWILIO_AUTH_TOKEN = env_str("TWILIO_AUTH_TOKEN", "")
+    TWILIO_FROM_NUMBER = env_str("TWILIO_FROM_NUMBER", "")
+    TWILIO_PUBLIC_BASE_URL = env_str("TWILIO_PUBLIC_BASE_URL", "").rstrip("/")
+    TWILIO_API_BASE_URL = env_str("TWILIO_API_BASE_URL", "").rstrip("/")
+    TWILIO_STREAM_TOKEN_MAX_AGE = env_int("TWILIO_STREAM_TOKEN_MAX_AGE", 120, minimum=5)
+    TWILIO_STREAM_START_TIMEOUT = env_float("TWILIO_STREAM_START_TIMEOUT", 10.0, minimum=0.1)
+    TWILIO_GOODBYE_WAIT_SECONDS = env_float("TWILIO_GOODBYE_WAIT_SECONDS", 15.0, minimum=0.0)
+    TELEPHONY_OPENER = env_str(
+        "TELEPHONY_OPENER", "Hi {name}, this is Alex from Vantum. Do you have a quick minute?"
+    )
+    TELEPHONY_DIAL_TICK_SECONDS = env_float("TELEPHONY_DIAL_TICK_SECONDS", 15.0, minimum=0.5)
+    TELEPHONY_DIAL_STUCK_SECONDS = env_float("TELEPHONY_DIAL_STUCK_SECONDS", 120.0, minimum=5.0)
 
     DATABASE_URL = env_str("DATABASE_URL", "")
     REDIS_URL = env_str("REDIS_URL", "")
@@ -203,6 +219,7 @@ INSTALLED_APPS = [
     "calls",
     "axes",
     "bookings",
+    "telephony",
 ]
 
 MIDDLEWARE = [
@@ -333,3 +350,5 @@ LOGGING = {
 # Call recordings (and any other upload) go through the default storage: a local folder.
 # Never served at a public URL: staff play them through an admin view that checks permissions.
 MEDIA_URL = "media/"
+# Files served at the site's root by WhiteNoise: /favicon.ico (browsers ask for it on every page).
+WHITENOISE_ROOT = BASE_DIR / "static" / "root"

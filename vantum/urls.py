@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from calls import views
 from calls.metrics_view import metrics
@@ -8,4 +8,5 @@ urlpatterns = [
     path("", views.console, name="console"),
     path("admin/", admin.site.urls),
     path("metrics", metrics, name="metrics"),
+    path("telephony/", include("telephony.urls")),
 ]

@@ -56,6 +56,7 @@ function send(eventType, payload = {}) {
 }
 
 const END_REASONS = {
+  agent_ended: "The agent ended the call.",
   staff_ended: "The call was ended by staff.",
   idle_timeout: "The call was ended after a long silence.",
   max_duration: "The call reached its maximum length.",

@@ -1,0 +1,209 @@
+"""The phone path: μ-law cost, voice-to-voice latency, concurrent phone calls per process.
+
+    .venv/bin/python -m bench.bench_phone [--turns 5] [--calls 1,10,25] [--skip-latency]
+
+1. Conversion cost (pure CPU): caller audio as Twilio sends it (JSON + base64, μ-law
+   decode, 8 -> 16 kHz) and agent audio from Piper's 22.05 kHz to μ-law 8 kHz in 20 ms
+   ``media`` messages.
+2. Voice-to-voice with the offline defaults (demo responder, local Whisper, Piper voice):
+   the Twilio simulator (``telephony/testing.py``) speaks a Piper-synthesized question as
+   μ-law 8 kHz in real time, then silence, and times the end of the question's audio to
+   the first ``media`` frame of the answer. Includes the end-of-turn silence.
+3. Concurrent phone calls in one process: N simulated calls ask at once (tone voice, fake
+   recogniser, demo responder), time to first answer audio and process CPU. The simulator
+   runs in the same process, so these figures include Twilio's side too (pessimistic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+TOKEN = "bench-auth-token"
+BASE = "https://voice.example.com"
+
+
+def conversion_cost(seconds: float = 60.0) -> dict[str, float]:
+    import numpy as np
+
+    from telephony.audio import PhoneInbound, PhoneOutbound, ulaw_encode
+    from telephony.twilio_protocol import build_media, parse_message
+
+    rate_in = 22050
+    t = np.arange(int(seconds * 8000)) / 8000
+    caller = ulaw_encode((6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes())
+    n = np.arange(int(seconds * rate_in))
+    agent = (6000 * np.sin(2 * np.pi * 180 * n / rate_in)).astype("<i2").tobytes()
+    frames_in = [
+        json.dumps({"event": "media", "media": {"payload": base64.b64encode(caller[i : i + 160]).decode()}})
+        for i in range(0, len(caller), 160)
+    ]
+    inbound = PhoneInbound(16000)
+    started = time.process_time()
+    for text in frames_in:
+        inbound.feed(parse_message(text).payload)
+    inbound_cpu = time.process_time() - started
+    outbound = PhoneOutbound(rate_in)
+    block = rate_in * 2 // 10  # engines hand over ~100 ms blocks
+    started = time.process_time()
+    for i in range(0, len(agent), block):
+        for frame in outbound.feed(agent[i : i + block]):
+            build_media("MZ0", frame)
+    for frame in outbound.flush():
+        build_media("MZ0", frame)
+    outbound_cpu = time.process_time() - started
+    return {
+        "caller_ms_per_s": inbound_cpu / seconds * 1000,
+        "agent_ms_per_s": outbound_cpu / seconds * 1000,
+        "total_ms_per_s": (inbound_cpu + outbound_cpu) / seconds * 1000,
+    }
+
+
+async def _question_frames(text: str) -> list[bytes]:
+    from calls.engines import get_engines
+    from telephony.testing import speech_ulaw_frames
+
+    speech = get_engines().speech
+    voice = speech.resolve_voice(None)
+    pcm = b"".join([block async for block in speech.synthesize(text, voice_id=voice)])
+    return speech_ulaw_frames(pcm, speech.sample_rate(voice))
+
+
+async def _one_call(twilio, call_sid: str, question: list[bytes], turns: int) -> list[float]:
+    from telephony.testing import SILENCE_FRAME
+
+    _, stream = await twilio.answer(call_sid=call_sid)
+    _, leg = await twilio.open_stream(stream, call_sid=call_sid, speed=1.0)
+    await leg.start(stream.parameters)
+    latencies = []
+    for _ in range(turns):
+        with contextlib.suppress(TimeoutError):  # the previous answer has played to its end
+            await leg.until_quiet(quiet=0.3, timeout=60, need_media=False)
+        if leg.closed_code is not None:
+            break
+        media_before = len(leg.events("media"))
+        await leg.say(question, realtime=True)
+        spoke_at = time.monotonic()
+        # Silence in real time until the answer's first frame arrives, as a phone line does.
+        deadline = spoke_at + 20
+        while len(leg.events("media")) == media_before and time.monotonic() < deadline:
+            await leg.say([SILENCE_FRAME], realtime=True)
+        if len(leg.events("media")) == media_before:
+            latencies.append(float("nan"))
+            continue
+        latencies.append(leg.first_media_after(media_before) - spoke_at)
+    await leg.stop()
+    await leg.until_closed()
+    await leg.hang_up()
+    return latencies
+
+
+async def latency(turns: int) -> list[float]:
+    from telephony.testing import TwilioSimulator
+
+    question = await _question_frames("Hi, who is this?")
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    return await _one_call(twilio, "CA" + "1" * 32, question, turns)
+
+
+async def concurrent(calls: int) -> dict[str, float]:
+    from telephony.testing import TwilioSimulator, caller_speech
+
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    question = caller_speech(1.0)
+    cpu, wall = time.process_time(), time.monotonic()
+    results = await asyncio.gather(
+        *(_one_call(twilio, f"CA{n:032d}", question, 1) for n in range(calls)), return_exceptions=True
+    )
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    errors = sorted({repr(r)[:160] for r in results if not isinstance(r, list)})
+    if errors:
+        print("  failures:", *errors, sep="\n    ")
+    values = [v for r in results if isinstance(r, list) for v in r if v == v]
+    failed = sum(1 for r in results if not isinstance(r, list)) + sum(
+        1 for r in results if isinstance(r, list) for v in r if v != v
+    )
+    values.sort()
+    return {
+        "calls": calls,
+        "answered": len(values),
+        "failed": failed,
+        "p50_s": statistics.median(values) if values else float("nan"),
+        "p95_s": values[min(len(values) - 1, round(0.95 * (len(values) - 1)))] if values else float("nan"),
+        "cpu_share": cpu / wall,
+    }
+
+
+def _django(tts: str, stt: str) -> None:
+    os.environ.update(
+        {
+            "TWILIO_ACCOUNT_SID": "ACbench",
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_PUBLIC_BASE_URL": BASE,
+            "TTS_ENGINE": tts,
+            "STT_ENGINE": stt,
+            "DJANGO_ALLOWED_HOSTS": "testserver,voice.example.com,localhost",
+        }
+    )
+    from bench.django_setup import setup_django
+
+    setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--turns", type=int, default=5)
+    parser.add_argument("--calls", default="1,10,25")
+    parser.add_argument("--concurrent-only", action="store_true")
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    cost = conversion_cost()
+    print(
+        f"conversion: caller {cost['caller_ms_per_s']:.3f} + agent {cost['agent_ms_per_s']:.3f} = "
+        f"{cost['total_ms_per_s']:.3f} ms CPU per call-second "
+        f"({cost['total_ms_per_s'] / 10:.2f} % of a core per call)"
+    )
+    if args.concurrent_only:
+        _django("tone", "fake")
+    else:
+        _django("piper", "local")
+        values = asyncio.run(latency(args.turns))
+        print(
+            "voice-to-voice (end of question -> first answer frame), offline defaults: "
+            + ", ".join(f"{v:.2f}" for v in values)
+            + f" s; median {statistics.median(values):.2f} s"
+        )
+        # The concurrency runs use the tone voice and the fake recogniser: engines are built
+        # again from these settings.
+        from django.conf import settings
+
+        from calls import engines
+
+        settings.TTS_ENGINE, settings.STT_ENGINE = "tone", "fake"
+        engines._engines = None
+    for calls in [int(c) for c in args.calls.split(",") if c]:
+        row = asyncio.run(concurrent(calls))
+        print(
+            f"{row['calls']:>3} concurrent calls: answered {row['answered']}, failed {row['failed']}, "
+            f"first answer p50 {row['p50_s']:.2f} s p95 {row['p95_s']:.2f} s, "
+            f"process CPU {row['cpu_share'] * 100:.0f} % of a core"
+        )
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""``manage.py dial_worker``: a Dramatiq worker for the dialing actors (needs REDIS_URL)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from django.core.management.base import BaseCommand, CommandError
+
+
+class Command(BaseCommand):
+    help = "Run a dialing worker (Dramatiq on REDIS_URL). Stops cleanly on SIGTERM/SIGINT."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--threads", type=int, default=4)
+
+    def handle(self, *args, threads: int, **options):
+        import dramatiq
+
+        from telephony import tasks
+
+        if not tasks.queue_ready():
+            raise CommandError("REDIS_URL is not set: there is no queue to work on.")
+        worker = dramatiq.Worker(tasks.broker, worker_threads=threads)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        worker.start()
+        self.stdout.write(f"dialing worker: {threads} threads on {tasks.broker.__class__.__name__}")
+        stop.wait()
+        # In-flight messages finish or go back to the queue (acked only when done).
+        worker.stop(timeout=30_000)
+        tasks.broker.close()

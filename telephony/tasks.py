@@ -1,0 +1,67 @@
+"""Dialing in Dramatiq workers on the Redis we already run (``REDIS_URL``).
+
+Why Dramatiq: a maintained task queue with a Redis broker (no new server), messages acked
+only after the actor finishes (a worker killed mid-task is redelivered, never lost), and
+delayed messages for the campaign's next pass. The queue only triggers work: the database
+is the source of truth (``Lead`` state machine, row locks in ``services.leads_claim``), so
+a redelivered or duplicated message never dials a lead twice, and the concurrency limit and
+calling hours hold across any number of worker processes and machines.
+
+Run workers with ``manage.py dial_worker``. Without ``REDIS_URL`` messages go to an
+in-memory stub broker and nothing is dialed (the admin says so).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from django.conf import settings
+from django.utils import timezone
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from telephony import services
+from telephony.models import Campaign
+
+logger = logging.getLogger(__name__)
+
+
+def _broker() -> dramatiq.Broker:
+    if settings.REDIS_URL:
+        return RedisBroker(url=settings.REDIS_URL, namespace="vantum-dialing")
+    return StubBroker()
+
+
+broker = _broker()
+dramatiq.set_broker(broker)
+
+
+def queue_ready() -> bool:
+    return not isinstance(broker, StubBroker)
+
+
+@dramatiq.actor(max_retries=3, min_backoff=2000, time_limit=120_000)
+def dial_campaign(campaign_id: int) -> None:
+    """One dialing pass: settle stuck leads, claim what the limit and hours allow, place
+    those calls; then schedule the next pass while the campaign is active."""
+    now = timezone.now()
+    services.leads_reconcile_stuck(now=now)
+    for phone_call_id in services.leads_claim(campaign_id=campaign_id, now=now):
+        services.phone_call_place(phone_call_id=phone_call_id)
+    if Campaign.objects.filter(pk=campaign_id, active=True).exists():
+        dial_campaign.send_with_options(
+            args=(campaign_id,), delay=int(settings.TELEPHONY_DIAL_TICK_SECONDS * 1000)
+        )
+
+
+@dramatiq.actor(max_retries=3, min_backoff=2000, time_limit=60_000)
+def dial_lead(lead_id: int) -> None:
+    """ "Call this prospect": the one lead, through the same claim (limit, hours, DNC)."""
+    from telephony.models import Lead
+
+    lead = Lead.objects.get(pk=lead_id)
+    for phone_call_id in services.leads_claim(
+        campaign_id=lead.campaign_id, now=timezone.now(), lead_ids=[lead_id]
+    ):
+        services.phone_call_place(phone_call_id=phone_call_id)

@@ -1,0 +1,308 @@
+"""Outbound dialing through the real ``twilio`` SDK against the loopback fake REST server:
+claiming within limits and calling hours, the do-not-call list, refusals, a request whose
+answer was lost (reconciled, never dialed twice), status callbacks, AMD, CSV import, and
+hanging up through the REST API after the last words were played."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+
+from calls import live
+from telephony import services
+from telephony.fake_twilio import FakeTwilio
+from telephony.models import Campaign, DoNotCall, Lead, PhoneCall, Prospect
+from telephony.testing import TwilioSimulator, caller_speech
+from tests.support import BeepEngine, CannedTranscriber, Script, ScriptedProvider, tokens_of
+
+TOKEN = "test-auth-token"
+BASE = "https://voice.example.com"
+# A Wednesday, 15:00 UTC: 10:00 in New York, 07:00 in Los Angeles, 00:00 in Tokyo (Thursday).
+WEDNESDAY_15_UTC = datetime(2026, 11, 25, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def fake_twilio(settings):
+    fake = FakeTwilio(account_sid="ACtest", auth_token=TOKEN)
+    url = fake.start()
+    settings.TWILIO_ACCOUNT_SID = "ACtest"
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.TWILIO_PUBLIC_BASE_URL = BASE
+    settings.TWILIO_API_BASE_URL = url
+    settings.TWILIO_FROM_NUMBER = "+14155550000"
+    yield fake
+    fake.stop()
+
+
+ALL_DAY = {
+    "calling_hours_start": "00:00",
+    "calling_hours_end": "23:59:59",
+    "calling_weekdays": "0,1,2,3,4,5,6",
+}
+
+
+def _campaign(**fields) -> Campaign:
+    defaults = {"name": "Autumn", "active": True, "max_concurrent_calls": 2}
+    return Campaign.objects.create(**{**defaults, **fields})
+
+
+def _lead(campaign: Campaign, phone: str, tz: str = "America/New_York", name: str = "P") -> Lead:
+    prospect = Prospect.objects.create(name=name, phone=phone, timezone=tz)
+    return Lead.objects.create(campaign=campaign, prospect=prospect)
+
+
+def _dial(campaign: Campaign, now: datetime = WEDNESDAY_15_UTC) -> list[PhoneCall]:
+    return [
+        services.phone_call_place(phone_call_id=pk)
+        for pk in services.leads_claim(campaign_id=campaign.pk, now=now)
+    ]
+
+
+@pytest.mark.django_db
+def test_a_pass_dials_up_to_the_limit_within_calling_hours_and_never_the_do_not_call_list(fake_twilio):
+    campaign = _campaign(max_concurrent_calls=2)
+    ny1 = _lead(campaign, "+12125550101")
+    _lead(campaign, "+13105550102", tz="America/Los_Angeles")  # 07:00 there: too early
+    dnc = _lead(campaign, "+12125550103")
+    ny2 = _lead(campaign, "+12125550104")
+    ny3 = _lead(campaign, "+12125550105")
+    DoNotCall.objects.create(phone="+12125550103")
+
+    placed = _dial(campaign)
+
+    assert [c.to_number for c in placed] == ["+12125550101", "+12125550104"]
+    assert sorted(c.to for c in fake_twilio.calls.values()) == ["+12125550101", "+12125550104"]
+    assert all(c.call_sid and c.status == "queued" for c in placed)
+    created = fake_twilio.placed_to("+12125550101")[0]
+    assert created.url == f"{BASE}/telephony/twilio/voice?attempt={placed[0].public_id}"
+    assert created.status_callback == f"{BASE}/telephony/twilio/status?attempt={placed[0].public_id}"
+    assert created.from_ == "+14155550000"
+    states = {lead.pk: lead.state for lead in Lead.objects.all()}
+    assert (states[ny1.pk], states[ny2.pk], states[ny3.pk], states[dnc.pk]) == (
+        "in_call",
+        "in_call",
+        "queued",
+        "skipped",
+    )
+    # The limit holds: two calls in progress, nothing more is dialed.
+    assert _dial(campaign) == []
+    # One call ends: its slot goes to the next lead.
+    services.phone_call_record_status(call_sid=placed[0].call_sid, status="completed")
+    assert [c.to_number for c in _dial(campaign)] == ["+12125550105"]
+    assert len(fake_twilio.calls) == 3
+
+
+@pytest.mark.django_db
+def test_busy_and_no_answer_are_retried_later_then_given_up(fake_twilio):
+    campaign = _campaign(max_attempts=2, retry_minutes=30)
+    lead = _lead(campaign, "+12125550111")
+    [first] = _dial(campaign)
+    services.phone_call_record_status(call_sid=first.call_sid, status="ringing")
+    services.phone_call_record_status(call_sid=first.call_sid, status="busy", at=WEDNESDAY_15_UTC)
+    lead.refresh_from_db()
+    assert (lead.state, lead.next_attempt_at) == ("queued", WEDNESDAY_15_UTC + timedelta(minutes=30))
+    assert _dial(campaign, WEDNESDAY_15_UTC + timedelta(minutes=10)) == []
+    [second] = _dial(campaign, WEDNESDAY_15_UTC + timedelta(minutes=31))
+    services.phone_call_record_status(call_sid=second.call_sid, status="no-answer")
+    lead.refresh_from_db()
+    assert (lead.state, lead.attempts, lead.outcome) == ("failed", 2, "no-answer")
+    first.refresh_from_db()
+    assert [s["status"] for s in first.status_history] == ["ringing", "busy"]
+    assert (first.status, first.outcome) == ("busy", "busy")
+
+
+@pytest.mark.django_db
+def test_a_call_twilio_refuses_fails_the_lead_with_twilios_reason(fake_twilio):
+    campaign = _campaign()
+    lead = _lead(campaign, "+12125550121")
+    fake_twilio.refuse_next = 1
+    [phone_call] = _dial(campaign)
+    lead.refresh_from_db()
+    assert lead.state == "failed"
+    assert "The 'To' number is not valid. (code 21211)" in lead.last_error
+    assert (phone_call.status, phone_call.call_sid) == ("failed", None)
+
+
+@pytest.mark.django_db
+def test_a_lost_answer_is_reconciled_with_twilio_and_never_dialed_twice(fake_twilio, settings):
+    settings.TELEPHONY_DIAL_STUCK_SECONDS = 60
+    campaign = _campaign(**ALL_DAY)
+    lead = _lead(campaign, "+12125550131")
+    fake_twilio.drop_after_create_next = 1
+    now = datetime.now(UTC)
+    [phone_call] = _dial(campaign, now)
+    lead.refresh_from_db()
+    assert (lead.state, phone_call.call_sid) == ("dialing", None)  # unknown: not retried blindly
+    assert _dial(campaign, now) == []
+    assert services.leads_reconcile_stuck(now=now + timedelta(seconds=30)) == 0  # not stuck yet
+    assert services.leads_reconcile_stuck(now=now + timedelta(seconds=90)) == 1
+    lead.refresh_from_db()
+    phone_call.refresh_from_db()
+    assert lead.state == "in_call"
+    assert phone_call.call_sid == next(iter(fake_twilio.calls))
+    assert len(fake_twilio.placed_to("+12125550131")) == 1
+
+
+@pytest.mark.django_db
+def test_a_claim_that_never_reached_twilio_is_queued_again(fake_twilio, settings):
+    settings.TELEPHONY_DIAL_STUCK_SECONDS = 60
+    campaign = _campaign(**ALL_DAY)
+    lead = _lead(campaign, "+12125550141")
+    now = datetime.now(UTC)
+    # A worker claimed the lead and died before sending anything.
+    [claimed] = services.leads_claim(campaign_id=campaign.pk, now=now)
+    assert services.leads_reconcile_stuck(now=now + timedelta(seconds=90)) == 1
+    lead.refresh_from_db()
+    assert (lead.state, lead.attempts) == ("queued", 0)
+    assert PhoneCall.objects.get(pk=claimed).status == "canceled"
+    [placed] = _dial(campaign, now + timedelta(seconds=91))
+    assert len(fake_twilio.placed_to("+12125550141")) == 1 and placed.call_sid
+
+
+@pytest.mark.django_db
+def test_manual_call_uses_the_same_claim_and_skips_do_not_call(fake_twilio):
+    prospect = Prospect.objects.create(name="Kim", phone="+12125550151", timezone="Asia/Tokyo")
+    lead = services.lead_for_manual_call(prospect_id=prospect.pk)
+    [pk] = services.leads_claim(campaign_id=lead.campaign_id, now=WEDNESDAY_15_UTC, lead_ids=[lead.pk])
+    assert services.phone_call_place(phone_call_id=pk).call_sid
+    other = Prospect.objects.create(name="Lee", phone="+12125550152")
+    services.do_not_call_add(phone="+1 212 555 0152", reason="asked")
+    lead = services.lead_for_manual_call(prospect_id=other.pk)
+    assert services.leads_claim(campaign_id=lead.campaign_id, now=WEDNESDAY_15_UTC, lead_ids=[lead.pk]) == []
+    assert fake_twilio.placed_to("+12125550152") == []
+
+
+@pytest.mark.django_db
+def test_csv_import_queues_valid_rows_and_reports_bad_ones_by_line():
+    campaign = _campaign()
+    DoNotCall.objects.create(phone="+12125550163")
+    data = (
+        b"name,company,phone,timezone\n"
+        b"Ann,Acme,+1 212 555 0161,America/New_York\n"
+        b"Bob,Beta,not a number,UTC\n"
+        b",Gamma,+12125550162,UTC\n"
+        b"Cid,Delta,+12125550163,UTC\n"
+        b"Dee,Eps,(212) 555-0164,Mars/Olympus\n"
+        b"Eve,Zeta,(212) 555-0165,\n"
+    )
+    report = services.campaign_import_csv(campaign=campaign, data=data, default_region="US")
+    assert (report.created, report.queued) == (3, 3)
+    assert len(report.errors) == 3
+    assert report.errors[0].startswith("line 3: 'not a number' is not a phone number")
+    assert report.errors[1] == "line 4: the name is empty"
+    assert report.errors[2] == "line 6: 'Mars/Olympus' is not a time zone (e.g. America/New_York)"
+    states = dict(Lead.objects.values_list("prospect__phone", "state"))
+    assert states == {"+12125550161": "queued", "+12125550163": "skipped", "+12125550165": "queued"}
+    assert services.campaign_import_csv(campaign=campaign, data=b"phone\n1\n").errors == [
+        "The header must have at least the columns name and phone."
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_answering_machine_gets_the_voicemail_then_a_hang_up(fake_twilio):
+    campaign = await database_sync_to_async(_campaign)(
+        machine_detection=True, voicemail_message="Hi, this is Alex from Vantum, I'll try again."
+    )
+    await database_sync_to_async(_lead)(campaign, "+12125550171")
+    [placed] = await database_sync_to_async(_dial)(campaign)
+    assert fake_twilio.placed_to("+12125550171")[0].machine_detection == "DetectMessageEnd"
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    response, stream = await twilio.answer(
+        call_sid=placed.call_sid,
+        direction="outbound-api",
+        to="+12125550171",
+        attempt=str(placed.public_id),
+        answered_by="machine_end_beep",
+    )
+    assert stream is None
+    assert response.content.decode().endswith(
+        "<Response><Say>Hi, this is Alex from Vantum, I'll try again.</Say><Hangup /></Response>"
+    )
+    await twilio.status(call_sid=placed.call_sid, status="completed", attempt=str(placed.public_id))
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    assert (phone_call.answered_by, phone_call.outcome, phone_call.status) == (
+        "machine_end_beep",
+        "voicemail_left",
+        "completed",
+    )
+    lead = await database_sync_to_async(Lead.objects.get)(prospect__phone="+12125550171")
+    assert (lead.state, lead.outcome) == ("done", "voicemail_left")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(fake_twilio, use_engines):
+    use_engines(
+        chat=ScriptedProvider([Script(tokens_of("Sure. ||BREAK|| Let me explain how it works."))]),
+        speech=BeepEngine(),
+        transcriber=CannedTranscriber("Tell me more."),
+    )
+    campaign = await database_sync_to_async(_campaign)()
+    await database_sync_to_async(_lead)(campaign, "+12125550181", name="Ola")
+    [placed] = await database_sync_to_async(_dial)(campaign)
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    _, stream = await twilio.answer(
+        call_sid=placed.call_sid, direction="outbound-api", to="+12125550181", attempt=str(placed.public_id)
+    )
+    _, leg = await twilio.open_stream(stream, call_sid=placed.call_sid, speed=20.0)
+    await leg.start(stream.parameters)
+    await leg.until_quiet()  # the opener
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    await get_channel_layer().group_send(
+        live.call_group(phone_call.session_id), {"type": live.END_CALL, "reason": "staff_ended"}
+    )
+    assert await leg.until_closed() == 1000
+    await leg.hang_up()
+    assert fake_twilio.hangups == [placed.call_sid]
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    assert phone_call.end_reason == "staff_ended"
+    assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_agent_end_call_do_not_call_hangs_up_after_the_goodbye_played_and_lists_the_number(
+    fake_twilio, use_engines
+):
+    from llm.fake_openai import FakeOpenAI, FakeReply, FakeToolCall
+    from llm.openai_adapter import OpenAIChatProvider
+
+    model = FakeOpenAI()
+    model.script(
+        FakeReply(
+            text="Understood, I will not call again. ||BREAK|| Goodbye!",
+            tool_calls=[
+                FakeToolCall("end_call", {"outcome": "do_not_call", "summary": "Asked to be removed"})
+            ],
+        )
+    )
+    use_engines(
+        chat=OpenAIChatProvider(api_key="sk-test", http_client=model.http_client()),
+        speech=BeepEngine(),
+        transcriber=CannedTranscriber("Please never call me again."),
+    )
+    campaign = await database_sync_to_async(_campaign)(**ALL_DAY)
+    await database_sync_to_async(_lead)(campaign, "+12125550191", name="Rae")
+    [placed] = await database_sync_to_async(_dial)(campaign, datetime.now(UTC))
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    _, stream = await twilio.answer(
+        call_sid=placed.call_sid, direction="outbound-api", to="+12125550191", attempt=str(placed.public_id)
+    )
+    _, leg = await twilio.open_stream(stream, call_sid=placed.call_sid, speed=20.0)
+    await leg.start(stream.parameters)
+    await leg.until_quiet()  # the opener
+    leg.speed = 4.0  # the goodbye plays slower than it is sent: the hang-up must wait for it
+    await leg.say(caller_speech(0.6))
+    await leg.silence(0.8)
+    assert await leg.until_closed(timeout=20) == 1000
+    await leg.hang_up()
+
+    assert fake_twilio.hangups == [placed.call_sid]
+    assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
+    assert fake_twilio.hangup_times[0] >= max(leg.mark_times)  # after the goodbye's last mark
+    assert leg.clears == 0  # the goodbye was not cut
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    assert (phone_call.end_reason, phone_call.outcome) == ("agent_ended", "do_not_call")
+    entry = await database_sync_to_async(DoNotCall.objects.get)(phone="+12125550191")
+    assert entry.source == "agent"

@@ -4,15 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('calls', '0005_end_reason_choices'),
+        ("calls", "0005_end_reason_choices"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='call',
-            name='end_reason',
-            field=models.CharField(blank=True, choices=[('hangup', 'Caller hung up'), ('staff_ended', 'Ended by staff'), ('idle_timeout', 'Idle timeout'), ('max_duration', 'Maximum duration'), ('server_shutdown', 'Server shut down'), ('server_lost', 'Server lost (crash)'), ('error', 'Error'), ('agent_ended', 'Ended by the agent')], max_length=32),
+            model_name="call",
+            name="end_reason",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("hangup", "Caller hung up"),
+                    ("staff_ended", "Ended by staff"),
+                    ("idle_timeout", "Idle timeout"),
+                    ("max_duration", "Maximum duration"),
+                    ("server_shutdown", "Server shut down"),
+                    ("server_lost", "Server lost (crash)"),
+                    ("error", "Error"),
+                    ("agent_ended", "Ended by the agent"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

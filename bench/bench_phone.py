@@ -86,10 +86,11 @@ async def _one_call(twilio, call_sid: str, question: list[bytes], turns: int) ->
     _, stream = await twilio.answer(call_sid=call_sid)
     _, leg = await twilio.open_stream(stream, call_sid=call_sid, speed=1.0)
     await leg.start(stream.parameters)
+    await leg.silence(1.0, realtime=True)  # "hello?" comes a moment after the line opens
     latencies = []
     for _ in range(turns):
         with contextlib.suppress(TimeoutError):  # the previous answer has played to its end
-            await leg.until_quiet(quiet=0.3, timeout=60, need_media=False)
+            await leg.until_quiet(quiet=1.5, timeout=60, need_media=False)
         if leg.closed_code is not None:
             break
         media_before = len(leg.events("media"))
@@ -124,7 +125,8 @@ async def concurrent(calls: int) -> dict[str, float]:
     question = caller_speech(1.0)
     cpu, wall = time.process_time(), time.monotonic()
     results = await asyncio.gather(
-        *(_one_call(twilio, f"CA{n:032d}", question, 1) for n in range(calls)), return_exceptions=True
+        *(_one_call(twilio, f"CA{calls:04d}{n:028d}", question, 1) for n in range(calls)),
+        return_exceptions=True,
     )
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
     errors = sorted({repr(r)[:160] for r in results if not isinstance(r, list)})

@@ -105,7 +105,10 @@ class BrowserPort:
 
     async def close(self, code: int) -> None:
         if not self.closed:
-            await self.consumer.close(code=code)
+            try:
+                await self.consumer.close(code=code)
+            except Exception:  # the caller left first (a shutdown racing a hang-up)
+                logger.debug("call=%s could not close: already gone", self.session_id)
 
     def played_seconds(self, utterance_id: str) -> float:
         """The browser plays audio as it arrives, at most in real time from the first frame."""
@@ -188,10 +191,10 @@ class CallConsumer(AsyncWebsocketConsumer):
             self._release_address()
             return
         self.port.closed = True
+        self._release_address()  # the caller's connection is gone
         try:
             await session.hangup()  # first: the call's slot and rows never wait for Redis
         finally:
-            self._release_address()
             await self.channel_layer.group_discard(live.call_group(session.session_id), self.channel_name)
         logger.info("call=%s socket closed (code %s)", session.session_id, code)
 

@@ -221,14 +221,17 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         )
 
     def _keep_heard(self, utterance_id: str, heard: list[int]) -> None:
-        """After a barge-in, store only what Twilio reported played. When the reply is still
-        being produced the clear comes from inside its turn: correct after that turn has
-        recorded the reply (the recorder runs writes in order)."""
+        """A barge-in while the reply is still being produced: the session stores what was
+        *sent*, but on the phone audio runs ahead of playback and ``clear`` dropped the rest.
+        Once that turn has recorded its reply (the recorder runs writes in order), keep only
+        the chunks Twilio reported played. (A barge-in on a reply already sent is recorded
+        by the session itself from ``played_seconds``, i.e. from the same marks.)"""
         session = self.session
-        if session is None:
+        current = asyncio.current_task()
+        if session is None or current is None or current not in session.turn_tasks:
             return
 
-        def record(_: object = None) -> None:
+        def record(_: object) -> None:
             session.recorder.record(
                 services.message_keep_heard,
                 session_id=session.call_uuid,
@@ -236,11 +239,7 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
                 heard=heard,
             )
 
-        current = asyncio.current_task()
-        if current is not None and current in session.turn_tasks:
-            current.add_done_callback(record)
-        else:
-            record()
+        current.add_done_callback(record)
 
     # ---------------------------------------------------------------- output and ending
     async def _send_text(self, text: str) -> None:

@@ -221,13 +221,17 @@ class PhoneLeg:
         return sum(len(base64.b64decode(m["media"]["payload"])) for m in self.events("media")) / 8000
 
     async def until_quiet(
-        self, *, quiet: float = 0.4, timeout: float = 20.0, need_media: bool = True
+        self, *, quiet: float = 0.4, timeout: float = 20.0, need_media: bool = True, after: int | None = None
     ) -> None:
-        """Until the agent said something, every mark came back, and nothing arrived for ``quiet`` s."""
+        """Until the agent said something (more than ``after`` media messages in all: pass
+        the count from before the caller spoke to wait for the answer to *that*), every mark
+        came back, and nothing arrived for ``quiet`` s."""
+        after = after or 0
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             marks_sent = {m["mark"]["name"] for m in self.events("mark")}
-            done = (not need_media or self.events("media")) and marks_sent <= set(self.marks_acked)
+            spoke = not need_media or len(self.events("media")) > after
+            done = spoke and marks_sent <= set(self.marks_acked)
             if done and not self._queue and time.monotonic() - self.last_message_at >= quiet:
                 return
             if self.closed_code is not None:

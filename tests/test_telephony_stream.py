@@ -90,9 +90,10 @@ async def test_inbound_call_holds_a_two_turn_conversation(twilio, use_engines):
     await leg.silence(0.3)
     assert leg.events("media") == []  # inbound: the agent waits for the caller
     for _turn in range(2):
+        before = len(leg.events("media"))
         await leg.say(caller_speech(0.8))
         await leg.silence(0.8)
-        await leg.until_quiet()
+        await leg.until_quiet(after=before)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()
@@ -146,9 +147,12 @@ async def test_outbound_call_the_agent_opens_with_the_prospects_name(twilio, use
     assert abs(leg.media_seconds() - len("Hi Dana, this is Alex.Is now a good time?") * 0.02) <= 0.1
 
 
-async def test_barge_in_clears_twilio_and_keeps_what_the_marks_say_was_heard(twilio, use_engines):
+@pytest.mark.parametrize("block_delay", [0.0, 0.3], ids=["reply-already-sent", "reply-still-produced"])
+async def test_barge_in_clears_twilio_and_keeps_what_the_marks_say_was_heard(
+    twilio, use_engines, block_delay
+):
     sentences = [f"This is sentence number {n} of a long answer." for n in range(6)]
-    _engines(use_engines, " ||BREAK|| ".join(sentences))
+    _engines(use_engines, " ||BREAK|| ".join(sentences), block_delay=block_delay)
     _, leg = await _connect(twilio, "CA0005")
     leg.speed = 1.0  # play in real time, so the caller can cut in
     await leg.say(caller_speech(0.6))

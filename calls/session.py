@@ -694,7 +694,13 @@ class CallSession:
             text=said,
             raw_text=reply.raw_text,
             chunks=[
-                {"index": c.index, "text": c.text, "spoken": c.audio_sent, "fallback": c.is_fallback}
+                {
+                    "index": c.index,
+                    "text": c.text,
+                    "spoken": c.audio_sent,
+                    "fallback": c.is_fallback,
+                    "hold": c.is_hold,
+                }
                 for c in reply.chunks
             ],
             interrupted=reply.interrupted,

@@ -163,7 +163,7 @@ def bench_vad_cpu(seconds: int) -> dict:
 
 def bench_end_of_speech(count: int, silences: list[int], smart: bool = False) -> dict:
     """Turns made of two phrases with a hesitation between them (100-450 ms, as people pause
-    mid-thought), then 2 s of silence, over a quiet room's noise floor. A good setting ends
+    mid-thought), then 3 s of silence, over a quiet room's noise floor. A good setting ends
     each turn once (no cut at the hesitation) and soon after the last word."""
     rng = random.Random(7)
     factory = silero_factory()
@@ -176,7 +176,7 @@ def bench_end_of_speech(count: int, silences: list[int], smart: bool = False) ->
         a, b = at_rate(voice(first), 16000), at_rate(voice(second.lower()), 16000)
         pcm = silence(500) + a + silence(pause) + b
         truth_end = len(pcm) // 32
-        pcm += silence(2000)
+        pcm += silence(3000)  # room for Smart Turn's longer wait
         floor = noise(len(pcm) // 32 + 1, level=0.003, seed=n)[: len(pcm)]  # ~ -50 dBFS room noise
         mixed = np.frombuffer(pcm, "<i2").astype(np.int32) + np.frombuffer(floor, "<i2")
         mixed = mixed.clip(-32768, 32767).astype("<i2").tobytes()
@@ -192,11 +192,13 @@ def bench_end_of_speech(count: int, silences: list[int], smart: bool = False) ->
         cuts = misses = 0
         delays = []
         cut_pauses = []
+        held = 0
         for pcm, truth_end, pause in cases:
             detector = TurnDetector(vad=factory(), config=config, end_of_turn=model)
             ended = []
             for i in range(0, len(pcm), 640):
                 ended += [e for e in detector.feed(pcm[i : i + 640], 16000) if isinstance(e, TurnEnded)]
+            held += detector.smart_holds
             if not ended:
                 misses += 1
                 continue
@@ -211,18 +213,20 @@ def bench_end_of_speech(count: int, silences: list[int], smart: bool = False) ->
             "cut_at_pauses_ms": sorted(cut_pauses),
             "end_delay_ms_p50": statistics.median(delays) if delays else None,
             "end_delay_ms_max": max(delays) if delays else None,
+            "smart_turn_holds": held,
         }
     return table
 
 
 def print_eos(rows: list[tuple[str, dict]]) -> None:
     print(
-        f"{'silence ms':>10} {'false cuts':>10} {'missed':>7} {'end delay p50':>14} {'max':>6}  cut at pauses"
+        f"{'silence ms':>10} {'false cuts':>10} {'missed':>7} {'end delay p50':>14} {'max':>6} {'held':>5}"
+        "  cut at pauses"
     )
     for setting, row in rows:
         print(
             f"{setting:>10} {row['false_cuts']:>10} {row['missed_ends']:>7} {row['end_delay_ms_p50']:>14}"
-            f" {row['end_delay_ms_max']:>6}  {row['cut_at_pauses_ms']}"
+            f" {row['end_delay_ms_max']:>6} {row['smart_turn_holds']:>5}  {row['cut_at_pauses_ms']}"
         )
 
 

@@ -243,15 +243,17 @@ def report(args: argparse.Namespace, results: dict) -> None:
     if SECTION not in text:
         text = text.rstrip("\n") + (
             f"\n\n{SECTION}\n\n"
-            "`bench/bench_outages.py`: 100 live calls (a typed turn every ~4 s each) on one uvicorn "
-            "process with real PostgreSQL and Redis; the dependency is killed, a tenth of the callers "
-            "hang up and as many new ones call during the outage, then it is started again and "
-            "everyone hangs up. Goal: 0 dropped, 0 rows lost, 0 slots leaked.\n\n"
             "| date (UTC) | fault | load | calls dropped | rows lost | calls not ended | slots leaked "
             "| notes | load average (1 min) |\n"
             "|---|---|---|---|---|---|---|---|---|\n"
         )
-    DOC.write_text(text.rstrip("\n") + "\n" + "\n".join(rows) + "\n")
+    # After the last row of this section's table (other sections may follow it).
+    start = text.index(SECTION)
+    following = text.find("\n## ", start + len(SECTION))
+    end = len(text) if following == -1 else following
+    body = text[start:end].rstrip("\n")
+    text = text[:start] + body + "\n" + "\n".join(rows) + "\n" + text[end:]
+    DOC.write_text(text)
     print("\n".join(rows))
 
 

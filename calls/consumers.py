@@ -94,9 +94,21 @@ class BrowserPort:
     async def call_ended(self, reason: str, message: str | None) -> None:
         await self._send(protocol.encode_call_ended(self.session_id, reason, message))
 
+    async def speech_started(self, at_ms: int) -> None:
+        await self._send(protocol.encode_speech_started(self.session_id, at_ms))
+
+    async def speech_stopped(self, at_ms: int) -> None:
+        await self._send(protocol.encode_speech_stopped(self.session_id, at_ms))
+
+    async def transcript_partial(self, text: str) -> None:
+        await self._send(protocol.encode_transcript_partial(self.session_id, text))
+
     async def close(self, code: int) -> None:
         if not self.closed:
-            await self.consumer.close(code=code)
+            try:
+                await self.consumer.close(code=code)
+            except Exception:  # the caller left first (a shutdown racing a hang-up)
+                logger.debug("call=%s could not close: already gone", self.session_id)
 
     def played_seconds(self, utterance_id: str) -> float:
         """The browser plays audio as it arrives, at most in real time from the first frame."""
@@ -166,7 +178,12 @@ class CallConsumer(AsyncWebsocketConsumer):
         await self.accept()
         # Best effort (see calls.live): a Redis outage costs live features, never the call.
         await self.channel_layer.group_add(live.call_group(session.session_id), self.channel_name)
-        await self.send(bytes_data=protocol.encode_connection_ack(session.session_id))
+        transcriber = session.engines.transcriber
+        capabilities = {
+            "speechToText": transcriber.name if transcriber else None,
+            "turnDetection": ["client", "server"] if transcriber else ["client"],
+        }
+        await self.send(bytes_data=protocol.encode_connection_ack(session.session_id, capabilities))
 
     async def disconnect(self, code: int) -> None:
         session = self.session
@@ -174,10 +191,10 @@ class CallConsumer(AsyncWebsocketConsumer):
             self._release_address()
             return
         self.port.closed = True
+        self._release_address()  # the caller's connection is gone
         try:
             await session.hangup()  # first: the call's slot and rows never wait for Redis
         finally:
-            self._release_address()
             await self.channel_layer.group_discard(live.call_group(session.session_id), self.channel_name)
         logger.info("call=%s socket closed (code %s)", session.session_id, code)
 
@@ -257,4 +274,5 @@ class CallConsumer(AsyncWebsocketConsumer):
                 prospect=payload.get("prospect"),
                 voice_id=payload.get("voiceId"),
                 language=payload.get("language"),
+                turn_detection=payload.get("turnDetection"),
             )

@@ -165,7 +165,10 @@ def hbar_chart(
 ) -> SafeString:
     """Horizontal bars for categories (outcomes, end reasons, tiers): the names stay
     readable whatever their length, one row each, the value after the bar."""
-    row_height, label_width, value_width = 24, 140, 70
+    row_height, value_width, char_width = 24, 70, 6.8  # char_width: at the 12-unit font
+    longest = max((len(bar.label) for bar in bars), default=0)
+    label_width = round(min(max(char_width * longest + 14, 60), width * 0.45))
+    fits = int((label_width - 8) / char_width)
     height = row_height * max(len(bars), 1) + 6
     top = max((bar.value for bar in bars), default=0) or 1
     span = width - label_width - value_width
@@ -188,9 +191,11 @@ def hbar_chart(
             )
         parts.append(rect)
         middle = y + (row_height - 8) / 2 + 4
+        # A name too long for the column is shortened; the bar's tooltip has it whole.
+        name = bar.label if len(bar.label) <= fits else bar.label[: fits - 1].rstrip() + "…"
         parts.append(
             f'<text class="vv-label" x="{label_width - 8}" y="{middle:.1f}" text-anchor="end">'
-            f"{escape(bar.label)}</text>"
+            f"{escape(name)}</text>"
         )
         parts.append(
             f'<text class="vv-value" x="{label_width + length + 6:.1f}" y="{middle:.1f}">{shown}</text>'

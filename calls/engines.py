@@ -74,14 +74,19 @@ def build_transcriber() -> Transcriber | None:
     if engine == "local":
         from pathlib import Path
 
-        from stt.local_whisper import LocalWhisperTranscriber
+        from stt.local_whisper import LocalWhisperTranscriber, ModelNotInstalled
 
-        return LocalWhisperTranscriber(
-            model=settings.STT_LOCAL_MODEL,
-            max_concurrent=settings.STT_MAX_CONCURRENT or None,
-            cache_dir=Path(settings.VANTUM_CACHE_DIR) if settings.VANTUM_CACHE_DIR else None,
-            window_seconds=settings.STT_LOCAL_WINDOW_SECONDS,
-        )
+        try:
+            return LocalWhisperTranscriber(
+                model=settings.STT_LOCAL_MODEL,
+                max_concurrent=settings.STT_MAX_CONCURRENT or None,
+                cache_dir=Path(settings.VANTUM_CACHE_DIR) if settings.VANTUM_CACHE_DIR else None,
+                window_seconds=settings.STT_LOCAL_WINDOW_SECONDS,
+            )
+        except (ModelNotInstalled, ImportError) as error:
+            # A server without the model still holds typed calls; the console says so.
+            logger.error("speech-to-text disabled: %s", error)
+            return None
     if engine == "deepgram":
         from stt.deepgram import DeepgramTranscriber
 
@@ -119,11 +124,15 @@ def build_transcriber() -> Transcriber | None:
 
 def build_vad_factory() -> VadFactory:
     """Per-call VAD streams: Silero (one model per process, loaded now) or the energy detector."""
-    from stt.vad import energy_factory, silero_factory
+    from stt.vad import VadUnavailable, energy_factory, silero_factory
 
     engine = settings.VAD_ENGINE.lower()
     if engine == "silero":
-        return silero_factory()
+        try:
+            return silero_factory()
+        except VadUnavailable as error:
+            logger.error("Silero VAD unavailable (%s): falling back to the energy detector", error)
+            return energy_factory()
     if engine == "energy":
         return energy_factory()
     raise ValueError(f"VAD_ENGINE: unknown engine {engine!r} (silero, energy)")

@@ -197,6 +197,7 @@ class Heartbeat(threading.Thread):
 
 
 _heartbeat: Heartbeat | None = None
+_tasks: set[asyncio.Task[None]] = set()
 _loop: asyncio.AbstractEventLoop | None = None
 _started = threading.Lock()
 
@@ -277,7 +278,12 @@ def _chained_handler(previous: Any) -> Callable[[int, Any], None]:
             finally:
                 _call_previous(previous, signum, frame)
 
-        loop.call_soon_threadsafe(lambda: loop.create_task(shutdown_then_stop()))
+        def start() -> None:
+            task = loop.create_task(shutdown_then_stop())
+            _tasks.add(task)  # the loop keeps only a weak reference
+            task.add_done_callback(_tasks.discard)
+
+        loop.call_soon_threadsafe(start)
 
     return handler
 

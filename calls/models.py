@@ -15,7 +15,7 @@ class EndReason(models.TextChoices):
     IDLE = "idle_timeout", "Idle timeout"
     MAX_DURATION = "max_duration", "Maximum duration"
     SERVER = "server_shutdown", "Server shut down"
-    LOST = "server_lost", "Server process lost (crash)"
+    LOST = "server_lost", "Server lost (crash)"
     ERROR = "error", "Error"
     AGENT = "agent_ended", "Ended by the agent"
 

@@ -67,8 +67,8 @@ def origin_allowed(origin: str | None, scope: Mapping[str, Any] | None = None) -
     scheme, host, port = parsed
     if settings.DEBUG and host in _LOCAL_HOSTS:
         return True
-    if not validate_host(host, settings.ALLOWED_HOSTS):
-        return False
+    if not validate_host(f"[{host}]" if ":" in host else host, settings.ALLOWED_HOSTS):
+        return False  # ALLOWED_HOSTS writes IPv6 addresses in brackets, as Host does
     headers = dict((scope or {}).get("headers", []))
     host_header = headers.get(b"host", b"").decode("latin-1").lower()
     if not host_header:

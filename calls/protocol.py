@@ -32,6 +32,9 @@ RESPONSE_TEXT = "voicechat.response.text"
 TRANSCRIPT_USER = "voicechat.transcript.user"
 VOICECHAT_ERROR = "voicechat.error"
 CALL_ENDED = "voicechat.call.ended"
+SPEECH_STARTED = "voicechat.speech.started"
+SPEECH_STOPPED = "voicechat.speech.stopped"
+TRANSCRIPT_PARTIAL = "voicechat.transcript.partial"
 UNKNOWN_REQUEST = "error.unknown"
 
 MIN_SAMPLING_RATE = 8000
@@ -40,6 +43,7 @@ DEFAULT_SAMPLING_RATE = 16000
 MAX_TEXT_CHARS = 4000
 MAX_FIELD_CHARS = 200
 PROSPECT_FIELDS = ("name", "company", "industry")
+TURN_DETECTION_MODES = ("client", "server")
 
 
 class ProtocolError(Exception):
@@ -221,10 +225,14 @@ def _session_update(payload: dict[str, Any]) -> dict[str, Any]:
             value = _optional_str(prospect, key)
             if value is not None and value.strip():  # a blank field says nothing about the prospect
                 cleaned[key] = value.strip()
+    turn_detection = payload.get("turnDetection")
+    if turn_detection is not None and turn_detection not in TURN_DETECTION_MODES:
+        raise _Invalid('turnDetection must be "client" or "server"')
     return {
         "prospect": cleaned,
         "voiceId": _optional_str(payload, "voiceId"),
         "language": _optional_str(payload, "language", 20),
+        "turnDetection": turn_detection,
     }
 
 
@@ -259,8 +267,13 @@ def encode_error(request_type: str, event_id: str | None, session_id: str, messa
     )
 
 
-def encode_connection_ack(session_id: str) -> bytes:
-    return _frame(CONNECTION_ACK, new_id(), session_id, {"success": True})
+def encode_connection_ack(session_id: str, capabilities: dict[str, Any] | None = None) -> bytes:
+    """``capabilities`` (ext, ignored by the product's client): what this server can do, e.g.
+    ``{"speechToText": "whisper tiny.en (local)" | None, "turnDetection": ["client", "server"]}``."""
+    payload: dict[str, Any] = {"success": True}
+    if capabilities is not None:
+        payload["capabilities"] = capabilities
+    return _frame(CONNECTION_ACK, new_id(), session_id, payload)
 
 
 def encode_response_start(session_id: str, utterance_id: str) -> bytes:
@@ -350,3 +363,19 @@ def encode_call_ended(session_id: str, reason: str, message: str | None = None) 
     if message:
         payload["message"] = message
     return _frame(CALL_ENDED, new_id(), session_id, payload)
+
+
+def encode_speech_started(session_id: str, audio_ms: int) -> bytes:
+    """ext: server turn detection heard the caller start (``audioMs``: onset in the call's
+    audio time since listening began)."""
+    return _frame(SPEECH_STARTED, new_id(), session_id, {"timestamp": now_ms(), "audioMs": float(audio_ms)})
+
+
+def encode_speech_stopped(session_id: str, audio_ms: int) -> bytes:
+    """ext: server turn detection decided the caller's turn is over."""
+    return _frame(SPEECH_STOPPED, new_id(), session_id, {"timestamp": now_ms(), "audioMs": float(audio_ms)})
+
+
+def encode_transcript_partial(session_id: str, text: str) -> bytes:
+    """ext: interim words of the caller's turn in progress."""
+    return _frame(TRANSCRIPT_PARTIAL, new_id(), session_id, {"text": text})

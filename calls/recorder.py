@@ -168,7 +168,9 @@ class TranscriptRecorder:
             self._current = None
 
     async def _run_with_retries(self, service: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-        run = database_sync_to_async(service)
+        # Any worker thread (each keeps its own connection): calls' writes run in parallel
+        # instead of queueing behind one thread; each call's writes stay in order (awaited).
+        run = database_sync_to_async(service, thread_sensitive=False)
         first_failure: float | None = None
         attempt = 0
         while True:

@@ -151,22 +151,24 @@ class CallRecording:
                 track[start:stop] += samples[: stop - start]
         return np.clip(track, -32768, 32767).astype(np.int16)
 
-    async def save(self) -> str | None:
+    async def save(self, *, timeout: float = 60.0) -> str | None:
         """Write the WAV to storage (in a worker thread) and point the call at it.
         Returns the storage name, or None when there was no audio. Never raises: a full
-        disk loses the recording, not the call's other data."""
+        disk or a storage slower than ``timeout`` seconds loses the recording, not the
+        call's other data, and does not hold up the hang-up for longer than that."""
         if self.empty:
             return None
         try:
-            data, seconds = await asyncio.to_thread(self.render)
-            name = await asyncio.to_thread(self._store, data)
-            from channels.db import database_sync_to_async
+            async with asyncio.timeout(timeout):
+                data, seconds = await asyncio.to_thread(self.render)
+                name = await asyncio.to_thread(self._store, data)
+                from channels.db import database_sync_to_async
 
-            from calls.services import call_attach_recording
+                from calls.services import call_attach_recording
 
-            await database_sync_to_async(call_attach_recording)(
-                session_id=self.session_id, name=name, seconds=round(seconds, 2)
-            )
+                await database_sync_to_async(call_attach_recording)(
+                    session_id=self.session_id, name=name, seconds=round(seconds, 2)
+                )
         except Exception:
             logger.exception("call=%s recording could not be saved", self.session_id)
             return None

@@ -27,6 +27,7 @@ from bookings.services import bookings_link_call
 from bookings.tools import call_tool_registry
 from calls import instances, limits, live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
+from calls.listening import HeardTurn, Listener
 from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
@@ -39,6 +40,10 @@ from stt.base import TranscriptionError
 logger = logging.getLogger(__name__)
 
 _active_calls: set[str] = set()
+
+# Hands-free: speech starting this soon (audio ms) after a turn that is still being
+# transcribed continues that turn rather than interrupting its answer.
+CONTINUATION_MS = 1000
 
 
 def active_call_count() -> int:
@@ -73,6 +78,10 @@ class CallPort(Protocol):
     async def speech_error(self, error_type: str, message: str, retryable: bool) -> None: ...
     async def call_ended(self, reason: str, message: str | None) -> None: ...
     async def close(self, code: int) -> None: ...
+    # Hands-free (server turn detection); ``at_ms`` is audio time since listening began.
+    async def speech_started(self, at_ms: int) -> None: ...
+    async def speech_stopped(self, at_ms: int) -> None: ...
+    async def transcript_partial(self, text: str) -> None: ...
 
     def played_seconds(self, utterance_id: str) -> float:
         """Seconds of this reply's audio the caller has heard so far (best knowledge)."""
@@ -111,9 +120,17 @@ class CallSession:
         self.utterance: bytearray | None = None
         self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
         self.utterance_too_long = False
+        self.utterance_over_budget = False  # VANTUM_MAX_AUDIO_BUFFER_BYTES was reached
         self.utterance_reserved = 0  # bytes of the process audio budget this utterance holds
         self.turn_rate = limits.TurnRate(settings.VANTUM_MAX_TURNS_PER_MINUTE)
         self._started = False
+        # Hands-free: the listener exists while turnDetection is "server".
+        self.turn_detection = "client"
+        self.listener: Listener | None = None
+        self.input_rate = protocol.DEFAULT_SAMPLING_RATE  # from the last audio.start
+        self.transcribing: dict[asyncio.Task[None], HeardTurn] = {}  # voice turns not yet committed
+        self.carry_audio = b""  # a turn the caller went on from: joins the next one
+        self.voices_told: set[str] = set()
         self._closed = asyncio.Event()
 
     # ---------------------------------------------------------------- life cycle
@@ -167,6 +184,8 @@ class CallSession:
         self._release_utterance()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
+        if self.listener is not None:
+            await self.listener.close()
         self._mark_last_reply_heard()  # it may still have been playing when the caller left
         tasks = list(self.turn_tasks)
         for task in tasks:
@@ -216,13 +235,26 @@ class CallSession:
     async def audio_start(
         self, *, request: Request, sample_rate: int | None, voice_id: str | None, language: str | None
     ) -> None:
-        """The caller starts talking (client turn detection): a barge-in, then a new utterance."""
+        """The caller starts talking (client turn detection): a barge-in, then a new utterance.
+
+        With server turn detection it only sets the rate of the chunks that follow: the
+        caller's voice, not the button, decides when a turn starts and cuts the agent."""
+        self.input_rate = sample_rate or protocol.DEFAULT_SAMPLING_RATE
+        await self._apply_voice(voice_id, language)
+        if self.listener is not None:
+            return
         await self._barge_in()
-        self._apply_voice(voice_id, language)
-        self._begin_utterance(sample_rate or protocol.DEFAULT_SAMPLING_RATE)
+        self._begin_utterance(self.input_rate)
 
     def audio_chunk(self, pcm: bytes, *, muted: bool = False) -> None:
         """Caller audio at the utterance's rate; muted chunks carry no speech."""
+        if self.listener is not None:
+            # A muted chunk is silence for the detector: audio time goes on, a turn can end.
+            heard = bytes(len(pcm)) if muted else pcm
+            if self.recording is not None:
+                self.recording.add_caller(heard, self.input_rate)
+            self.listener.feed(heard, self.input_rate)
+            return
         if muted:
             return
         if self.utterance is None:
@@ -235,17 +267,29 @@ class CallSession:
             self.utterance_too_long = True
             return
         if not limits.audio_buffer().reserve(len(pcm)):  # all calls' buffered audio is bounded
-            self.utterance_too_long = True
+            self.utterance_too_long = self.utterance_over_budget = True
             return
         self.utterance_reserved += len(pcm)
         self.utterance.extend(pcm)
 
     async def audio_end(self, *, request: Request) -> None:
-        """The caller's utterance is over: transcribe it, then answer."""
+        """The caller's utterance is over: transcribe it, then answer. With server turn
+        detection: the turn in progress ends now (nothing happens when none is)."""
+        if self.listener is not None:
+            self.listener.end_now()
+            return
         pcm, rate, too_long = bytes(self.utterance or b""), self.utterance_rate, self.utterance_too_long
+        over_budget = self.utterance_over_budget
         self.utterance = None
-        self.utterance_too_long = False
+        self.utterance_too_long = self.utterance_over_budget = False
         self._release_utterance()
+        if over_budget:
+            await self.port.request_error(
+                request,
+                "The server is holding too much caller audio right now, so that utterance was not "
+                "transcribed. Please say it again in shorter parts.",
+            )
+            return
         if too_long:
             await self.port.request_error(
                 request,
@@ -281,11 +325,14 @@ class CallSession:
         prospect: dict[str, str] | None = None,
         voice_id: str | None = None,
         language: str | None = None,
+        turn_detection: str | None = None,
     ) -> None:
-        """Prospect data, voice and language for the following turns."""
+        """Prospect data, voice, language and turn detection for the following turns."""
         if prospect:
             self.conversation.update_prospect(prospect)
-        self._apply_voice(voice_id, language)
+        await self._apply_voice(voice_id, language)
+        if turn_detection is not None:
+            await self.switch_turn_detection(turn_detection, request)
         self.recorder.record(
             services.call_update_settings,
             session_id=self.call_uuid,
@@ -298,18 +345,129 @@ class CallSession:
         self._release_utterance()
         self.utterance = bytearray()
         self.utterance_rate = rate
-        self.utterance_too_long = False
+        self.utterance_too_long = self.utterance_over_budget = False
 
     def _release_utterance(self) -> None:
         if self.utterance_reserved:
             limits.audio_buffer().release(self.utterance_reserved)
             self.utterance_reserved = 0
 
-    def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
+    async def _apply_voice(self, voice_id: str | None, language: str | None) -> None:
         if voice_id:
-            self.voice_id = self.engines.speech.resolve_voice(voice_id)
+            self.voice_id, known = resolve_voice_alias(self.engines.speech, voice_id)
+            if not known and voice_id not in self.voices_told:
+                self.voices_told.add(voice_id)  # once per voice and call: clients resend it often
+                await self.port.speech_error(
+                    "voice",
+                    f"The voice {voice_id!r} is not available on this server; the agent speaks with "
+                    f"{self.voice_id!r}. Map it with VOICE_ALIASES.",
+                    False,
+                )
         if language:
             self.language = language
+
+    # ---------------------------------------------------------------- hands-free
+    async def switch_turn_detection(self, mode: str, request: Request | None = None) -> bool:
+        """Switch between client ("client": audio.start/audio.end) and server turn detection
+        ("server": the session's VAD ends turns). True when the call is now in ``mode``.
+
+        A switch drops what the other mode had half-heard: an open client utterance, or the
+        detector's turn in progress (audio time restarts at 0). Server mode needs a
+        speech-to-text engine; without one the caller is told and the mode stays."""
+        if mode == self.turn_detection:
+            return True
+        if mode == "server":
+            if self.engines.transcriber is None:
+                await self.port.request_error(
+                    request or Request(protocol.SESSION_UPDATE),
+                    "Hands-free needs speech-to-text, which is not configured on this server. "
+                    "Please type your message instead.",
+                )
+                return False
+            self.utterance = None
+            self._release_utterance()
+            self.listener = Listener(host=self, transcriber=self.engines.transcriber)
+        else:
+            listener, self.listener = self.listener, None
+            if listener is not None:
+                await listener.close()
+        self.turn_detection = mode
+        logger.info("call=%s turn detection: %s", self.session_id, mode)
+        return True
+
+    async def caller_confirmed_speech(self, onset_ms: int) -> None:
+        """Voice barge-in: the caller has talked for at least ``BARGE_IN_MIN_SPEECH_MS``.
+
+        Speech that began within ``CONTINUATION_MS`` (audio time) of the end of a voice turn
+        still being transcribed continues that turn: the turn is dropped and its audio joins
+        the coming one (the caller only paused). Otherwise a reply being produced or possibly
+        still playing is cut exactly as a typed barge-in cuts it (``response.stop``, only what
+        was heard kept).
+
+        After a false start (the caller stops, no words) the cut reply is not resumed: the
+        caller has heard the agent stop and now has the turn; replaying the rest of a
+        sentence cut at an unknown word would sound broken, and the transcript already
+        records what was heard. The barge-in minimum keeps coughs and "mm-hm"s from cutting.
+        """
+        for task, heard in list(self.transcribing.items()):
+            if heard.forced or not 0 <= onset_ms - heard.ended_at_ms <= CONTINUATION_MS:
+                continue  # a forced turn is final; a later start is a new turn
+            task.cancel()
+            self.transcribing.pop(task, None)
+            self._carry(heard.audio)
+        await self._barge_in()
+
+    def _agent_may_be_speaking(self) -> bool:
+        if self.replying is not None:
+            return True
+        if self.last_speaker is None:
+            return False
+        speaker = self.last_speaker[0]
+        return speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id)
+
+    def _carry(self, audio: bytes) -> None:
+        """Keep a dropped turn's audio (16 kHz) for the next one, at most one turn's length."""
+        max_turn_ms = self.listener.detector.config.max_turn_ms if self.listener else settings.TURN_MAX_MS
+        self.carry_audio = (self.carry_audio + audio)[-(32 * max_turn_ms) :]
+
+    async def caller_turn_ended(self, turn: HeardTurn) -> None:
+        """The detector ended a caller turn: answer it (transcription first, in the turn task).
+
+        A turn too short to interrupt (< ``BARGE_IN_MIN_SPEECH_MS`` of speech) heard while
+        the agent was speaking is a backchannel ("mm-hm", "right"): the agent keeps the
+        floor and does not answer it."""
+        if (
+            not turn.forced
+            and turn.reason != "client_end"
+            and self.listener is not None
+            and turn.speech_ms < self.listener.detector.config.barge_in_min_speech_ms
+            and self._agent_may_be_speaking()
+        ):
+            if turn.transcript is not None:
+                turn.transcript.cancel()
+            logger.info(
+                "call=%s a %d ms backchannel while the agent spoke: no turn", self.session_id, turn.speech_ms
+            )
+            return
+        if self.carry_audio:
+            if turn.transcript is not None:
+                turn.transcript.cancel()  # it heard only the second half
+            turn = HeardTurn(
+                audio=self.carry_audio + turn.audio,
+                transcript=None,
+                forced=turn.forced,
+                reason=turn.reason,
+                speech_end_ms=turn.speech_end_ms,
+                ended_at_ms=turn.ended_at_ms,
+            )
+            self.carry_audio = b""
+        request = Request(protocol.AUDIO_CHUNK)
+        if not await self._turn_allowed(request):
+            if turn.transcript is not None:
+                turn.transcript.cancel()
+            return
+        task = self._start_turn(request=request, heard=turn)
+        self.transcribing[task] = turn
 
     # ---------------------------------------------------------------- turns
     async def _barge_in(self) -> None:
@@ -329,8 +487,12 @@ class CallSession:
             self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
 
     def _mark_last_reply_heard(self) -> None:
-        """At hang-up: a finished reply whose audio was still playing was cut off."""
-        if self.replying is not None or self.last_speaker is None:
+        """At hang-up: a finished reply whose audio was still playing was cut off.
+
+        Browser calls only, for now: the phone port knows what played from Twilio's marks,
+        and in its tests the last reply's marks are not all back when the stream stops
+        (so every phone reply would be stored as unheard); its owner decides there."""
+        if self.transport != "browser" or self.replying is not None or self.last_speaker is None:
             return
         speaker, seq = self.last_speaker
         self.last_speaker = None
@@ -355,17 +517,35 @@ class CallSession:
         )
 
     def _start_turn(
-        self, *, request: Request, text: str | None = None, voice: tuple[bytes, int] | None = None
-    ) -> None:
-        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice))
+        self,
+        *,
+        request: Request,
+        text: str | None = None,
+        voice: tuple[bytes, int] | None = None,
+        heard: HeardTurn | None = None,
+    ) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice, heard))
         self.turn_tasks.add(task)
         task.add_done_callback(self.turn_tasks.discard)
+        return task
 
-    async def _run_turn(self, request: Request, text: str | None, voice: tuple[bytes, int] | None) -> None:
+    async def _run_turn(
+        self,
+        request: Request,
+        text: str | None,
+        voice: tuple[bytes, int] | None,
+        heard: HeardTurn | None = None,
+    ) -> None:
         source = "text"
         if voice is not None:
             source = "voice"
             text = await self._transcribe(request, *voice)
+        elif heard is not None:
+            source = "voice"
+            try:
+                text = await self._transcribe_heard(heard)
+            finally:
+                self.transcribing.pop(asyncio.current_task(), None)
         if not text:
             return
         try:
@@ -465,6 +645,34 @@ class CallSession:
             return None
         return text.strip()
 
+    async def _transcribe_heard(self, heard: HeardTurn) -> str | None:
+        """Words of a turn the detector found: the speculative/streaming result when there is
+        one, else a transcription now. No error event for no words: the detector already
+        judged it speech, and in hands-free a noise that fooled it should pass quietly."""
+        try:
+            if heard.transcript is not None:
+                try:
+                    text = await heard.transcript
+                except asyncio.CancelledError:
+                    if asyncio.current_task().cancelling():
+                        raise
+                    text = None  # the speculation was dropped: transcribe now
+                if text is not None:
+                    return text.strip() or None
+            text = await self.engines.transcriber.transcribe(
+                heard.audio, sample_rate=16000, language=self.language, call_id=self.session_id
+            )
+        except TranscriptionError as error:
+            await self.port.request_error(Request(protocol.AUDIO_CHUNK), str(error))
+            return None
+        except asyncio.CancelledError:
+            if heard.transcript is not None:
+                heard.transcript.cancel()
+            raise
+        if not text.strip():
+            logger.info("call=%s a detected turn had no words", self.session_id)
+        return text.strip() or None
+
     def _record_reply(self, reply: Reply, speaker: ReplySpeaker, seq: int, utterance_id: str) -> None:
         metrics = self._turn_metrics(reply, speaker)
         outcome = "interrupted" if reply.interrupted else "fallback" if reply.fallback_tier else "ok"
@@ -486,7 +694,13 @@ class CallSession:
             text=said,
             raw_text=reply.raw_text,
             chunks=[
-                {"index": c.index, "text": c.text, "spoken": c.audio_sent, "fallback": c.is_fallback}
+                {
+                    "index": c.index,
+                    "text": c.text,
+                    "spoken": c.audio_sent,
+                    "fallback": c.is_fallback,
+                    "hold": c.is_hold,
+                }
                 for c in reply.chunks
             ],
             interrupted=reply.interrupted,
@@ -546,6 +760,29 @@ class CallSession:
         )
         self.side_tasks.add(task)
         task.add_done_callback(self.side_tasks.discard)
+
+
+def parse_voice_aliases(spec: str) -> dict[str, tuple[str, ...]]:
+    """``"kyle=en_US-joe-medium|en-us,tessa=en-us+f3"`` -> ``{"kyle": ("en_US-joe-medium",
+    "en-us"), ...}``: a client's voice id (case-insensitive) -> local voices, first known wins."""
+    aliases: dict[str, tuple[str, ...]] = {}
+    for item in spec.split(","):
+        name, sep, targets = item.partition("=")
+        if sep and name.strip() and targets.strip():
+            aliases[name.strip().lower()] = tuple(t.strip() for t in targets.split("|") if t.strip())
+    return aliases
+
+
+def resolve_voice_alias(engine: Any, voice_id: str) -> tuple[str, bool]:
+    """(the engine's voice for ``voice_id``, whether it was known: itself or an alias).
+
+    A voice is known when the engine lists it or takes it as it is (Cartesia takes any id)."""
+    known_ids = {voice.id for voice in engine.voices()}
+    aliases = parse_voice_aliases(settings.VOICE_ALIASES).get(voice_id.strip().lower(), ())
+    for candidate in (voice_id, *aliases):
+        if candidate in known_ids or engine.resolve_voice(candidate) == candidate:
+            return engine.resolve_voice(candidate), True
+    return engine.resolve_voice(voice_id), False
 
 
 SHUTDOWN_MESSAGE = "The server is restarting. Please call again in a moment."

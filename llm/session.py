@@ -142,6 +142,8 @@ class Conversation:
                 chunker=self.chunker_factory(),
                 tools=self.tools,
             )
+            if reply.tools_refused:
+                self.tools = None  # this server has no function calling: stop offering it
             if reply.error is None:
                 self.failure_count = 0
                 self.metrics.record_success((time.monotonic() - reply.started_at) * 1000.0)

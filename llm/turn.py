@@ -88,6 +88,7 @@ class Reply:
     completion_tokens: int | None = None
     tool_rounds: list[ToolRound] = field(default_factory=list)
     end_call: EndCall | None = None
+    tools_refused: bool = False  # the server rejected the request with tools (see _Rounds)
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -253,6 +254,9 @@ class _Rounds:
                 reply.prompt_tokens = _add(used[0], reply.prompt_tokens)
                 reply.completion_tokens = _add(used[1], reply.completion_tokens)
             if reply.error is not None:
+                if number == 0 and reading.tools and self._tools_refused(round_start):
+                    offered = None
+                    continue
                 return
             # Flushed now, not at the end: the caller hears "let me check" while the tool runs.
             _enqueue(reply, self.queue, self.chunker.flush())
@@ -262,7 +266,10 @@ class _Rounds:
             if offered is None or last:
                 names = ", ".join(call.name for call in calls)
                 logger.warning(
-                    "call=%s tool calls ignored (round %d, limit reached): %s", self.call_id, number, names
+                    "call=%s tool calls ignored (round %d: tools not offered or no more rounds): %s",
+                    self.call_id,
+                    number,
+                    names,
                 )
                 return
             tool_round = ToolRound(end_chunk=len(reply.chunks), calls=calls)
@@ -280,6 +287,24 @@ class _Rounds:
             entries = [call.request_entry() for call in calls]
             history.append({"role": "assistant", "content": said or None, "tool_calls": entries})
             history.extend(call.result_message() for call in calls)
+
+    def _tools_refused(self, round_start: int) -> bool:
+        """A self-hosted server without function calling answers a request with ``tools``
+        with a 400: the reply is asked again without them (and ``reply.tools_refused`` tells
+        the conversation to stop offering them), rather than every turn failing."""
+        reply = self.reply
+        if reply.error is None or reply.error.kind is not ErrorKind.INVALID_REQUEST:
+            return False
+        if _has_words(reply.chunks[round_start:]):
+            return False
+        logger.warning(
+            "call=%s the model server refused the request with tools (%s); answering without tools",
+            self.call_id,
+            reply.error.message,
+        )
+        reply.error = None
+        reply.tools_refused = True
+        return True
 
 
 def _has_words(chunks: Sequence[ReplyChunk]) -> bool:

@@ -48,7 +48,7 @@ N_FFT = 400
 HOP = 160
 N_MELS = 80
 CHUNK_SAMPLES = 30 * TARGET_RATE  # Whisper's encoder always sees 30 s (3000 mel frames)
-MAX_SECONDS = 30.0  # one window: longer audio is cut (turns are bounded well below this)
+PIECE_SECONDS = 28.0  # longer audio is transcribed in pieces this long (Whisper reads <= 30 s)
 MAX_NEW_TOKENS = 224
 
 MESSAGES = {
@@ -244,7 +244,7 @@ class LocalWhisperTranscriber:
         model: str = "tiny.en",
         max_concurrent: int | None = None,
         cache_dir: Path | None = None,
-        window_seconds: float = 30.0,
+        window_seconds: float = 10.0,
         load: bool = True,
     ) -> None:
         self.window_seconds = min(30.0, max(1.0, window_seconds))
@@ -321,9 +321,13 @@ class LocalWhisperTranscriber:
         if self._model is None:
             self.warm_up()
         audio = pcm16_to_float16k(pcm, sample_rate)
-        if len(audio) > MAX_SECONDS * TARGET_RATE:
-            audio = audio[: int(MAX_SECONDS * TARGET_RATE)]
-        return self._decode(audio, language)
+        # A client-ended utterance can be longer than Whisper's window: consecutive pieces
+        # (a word on a boundary may be split; server-side turns stay below one piece).
+        piece = int(PIECE_SECONDS * TARGET_RATE)
+        texts = [
+            self._decode(audio[start : start + piece], language) for start in range(0, len(audio), piece)
+        ]
+        return " ".join(text for text in texts if text)
 
     async def run_in_pool(self, function, *args):
         """Run ``function(*args)`` in this transcriber's bounded FIFO pool.
@@ -334,7 +338,7 @@ class LocalWhisperTranscriber:
         return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
 
     async def transcribe(self, pcm: bytes, *, sample_rate: int, language: str | None, call_id: str) -> str:
-        """The transcript of ``pcm`` (s16le mono at ``sample_rate`` Hz, at most 30 s used).
+        """The transcript of ``pcm`` (s16le mono at ``sample_rate`` Hz; over 28 s in pieces).
 
         Raises ``TranscriptionError`` with a caller-facing message on empty audio or failure.
         """

@@ -22,7 +22,13 @@ frames in between continue whatever was going on.
 ``audio`` holds only what the VAD marked as speech, plus ``padding_ms`` before the onset
 and ``pause_ms`` after the last speech: silence and noise alone never reach a recogniser.
 ``TurnEnded.audio`` is byte-for-byte the ``PauseStarted.audio`` before it when no
-``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's.
+``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's
+(``stt.speculative``).
+
+The detector hears whatever the microphone hears: it cannot tell the agent's own voice
+played back through a loudspeaker from the caller's. Clients must cancel echo (browsers:
+``getUserMedia({audio: {echoCancellation: true}})``, or headphones); telephone networks
+cancel it on the line. Otherwise the agent's reply confirms a barge-in against itself.
 """
 
 from __future__ import annotations
@@ -185,6 +191,18 @@ class TurnDetector:
         """Audio time of the frames scored so far."""
         return self._frame_index * self.frame_ms
 
+    def take_new_turn_audio(self) -> bytes:
+        """16 kHz audio of the current turn not taken before (from the pre-roll on), for a
+        streaming recogniser fed while the caller speaks; b"" outside a turn. What a turn's
+        pieces add up to starts with its ``TurnEnded.audio`` (which drops the trailing
+        silence beyond ``pause_ms``), or, when a large chunk ended the turn, is a prefix of
+        it: feed ``ended.audio[taken:]`` before finishing the stream."""
+        if not self._in_turn:
+            return b""
+        new = self._turn_audio[self._taken :]
+        self._taken = len(self._turn_audio)
+        return b"".join(new)
+
     def feed(self, pcm: bytes, sample_rate: int) -> list[TurnEvent]:
         """Events caused by ``pcm`` (mono s16le at ``sample_rate`` Hz, any length; an odd
         trailing byte is kept for the next chunk). A new rate restarts the resampler."""
@@ -238,6 +256,7 @@ class TurnDetector:
         self._in_turn = True
         self._onset_index = onset_index
         self._turn_audio: list[bytes] = list(self._preroll)
+        self._taken = 0  # frames handed out by take_new_turn_audio
         self._preroll.clear()
         self._voiced = 0
         self._confirmed = False

@@ -26,10 +26,14 @@ def _provider(*scripts: Script) -> ScriptedProvider:
 
 
 async def test_connect_acks_with_a_new_uuid7_session_and_stores_the_call(use_engines):
-    use_engines(chat=_provider(), speech=BeepEngine())
+    engines = use_engines(chat=_provider(), speech=BeepEngine())
+    engines.transcriber = None  # STT_ENGINE=none: the ack says so
     caller = Caller()
     ack = await caller.connect()
-    assert ack["payload"] == {"success": True}
+    assert ack["payload"] == {
+        "success": True,
+        "capabilities": {"speechToText": None, "turnDetection": ["client"]},
+    }
     assert uuid.UUID(ack["sessionId"]).version == 7
     await caller.hang_up()
     call = await stored_call(ack["sessionId"])

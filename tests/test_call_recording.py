@@ -189,3 +189,21 @@ def test_purge_calls_deletes_the_recording_files_too():
     assert "and 1 recordings" in out.getvalue()
     assert not default_storage.exists(old.recording.name)
     assert default_storage.exists(recent.recording.name)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_storage_failure_loses_the_recording_not_the_call(settings, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the media folder should be")
+    settings.MEDIA_ROOT = blocker
+    session_id = uuid.uuid4()
+    from channels.db import database_sync_to_async
+
+    await database_sync_to_async(services.call_start)(
+        session_id=session_id, started_at=timezone.now(), prompt_version_id=None
+    )
+    recording = CallRecording(session_id=session_id, rate=8000)
+    recording.add_caller(tone(0.2, 8000), 8000)
+    assert await recording.save() is None
+    call = await database_sync_to_async(Call.objects.get)(session_id=session_id)
+    assert call.recording.name == "" and call.started_at is not None

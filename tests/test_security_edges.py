@@ -448,3 +448,26 @@ def test_info_lines_of_different_calls_are_all_written_and_true_repeats_collapse
     lines = stream.getvalue().splitlines()
     assert len(lines) == 55
     assert lines[-1] == "INFO call=same connected (prompt v1)"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed"),
+    [
+        (b"http://[::1]:8000", b"[::1]:8000", True),
+        (b"http://[::1]:8001", b"[::1]:8000", False),
+        (b"http://localhost", b"localhost", True),
+        (b"http://localhost:80", b"localhost", True),
+        (b"https://localhost", b"localhost:80", False),
+    ],
+)
+async def test_our_own_page_may_call_by_ipv6_or_default_port_and_nothing_else(
+    use_engines, origin, host, allowed
+):
+    from vantum.asgi import application
+
+    use_engines(chat=ScriptedProvider([Script(tokens_of("Hi."))]), speech=BeepEngine())
+    communicator = WebsocketCommunicator(application, "/ws", headers=[(b"origin", origin), (b"host", host)])
+    connected, code = await communicator.connect(timeout=10)
+    assert (connected, code) == ((True, None) if allowed else (False, 4003))
+    await communicator.disconnect()

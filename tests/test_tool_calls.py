@@ -515,3 +515,15 @@ async def test_when_the_goodbye_after_end_call_fails_the_caller_still_hears_a_go
     assert sink.spoken == [DEFAULT_GOODBYE]
     assert reply.end_call is not None and reply.end_call.by == "tool"
     assert reply.fallback_tier == 1 and reply.error is not None
+
+
+async def test_a_server_that_refuses_tools_gets_the_request_again_without_them_for_the_rest_of_the_call():
+    fake, conversation, _ = _setup(
+        FakeReply(fault=Fault.BAD_REQUEST), FakeReply(text="Hi there."), FakeReply(text="Sure.")
+    )
+    first, second = RecordingSink(), RecordingSink()
+    reply = await conversation.respond("hello", sink=first)
+    await conversation.respond("and then?", sink=second)
+    assert first.spoken == ["Hi there."] and second.spoken == ["Sure."]
+    assert reply.error is None and reply.fallback_tier is None and reply.tools_refused is True
+    assert ["tools" in body for body in _chat_bodies(fake)] == [True, False, False]

@@ -109,6 +109,25 @@ async def test_a_speaking_reply_about_to_run_out_goes_before_a_new_reply():
     assert log == ["busy0", "urgent0", "new0"]
 
 
+async def test_a_new_reply_that_waited_its_budget_goes_before_a_tail_with_time_left():
+    pool = SynthesisPool(1)
+    log: list[str] = []
+    gate = threading.Event()
+    busy = asyncio.create_task(_drain(pool, _source("busy", 1, log, gate=gate)))
+    await asyncio.sleep(0.1)
+    pacing = Pacing(lookahead=10.0)
+    pacing.audio_sent(0.9)  # runs dry in 0.9 s: urgent
+    tail = asyncio.create_task(_drain(pool, _source("tail", 1, log), pacing))
+    await asyncio.sleep(0.05)
+    # Asked for 1.5 s ago: past its first-audio budget, so earlier deadline than the tail's.
+    waited = Pacing(lookahead=10.0, now=time.monotonic() - 1.5)
+    first = asyncio.create_task(_drain(pool, _source("new", 1, log), waited))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(busy, tail, first)
+    assert log == ["busy0", "new0", "tail0"]
+
+
 async def test_a_reply_far_ahead_of_playback_waits_for_its_lookahead():
     pool = SynthesisPool(1)
     log: list[str] = []
@@ -161,7 +180,7 @@ async def test_pacing_is_per_task():
 
 def test_pacing_deadlines():
     pacing = Pacing(lookahead=2.0, now=100.0)
-    assert (pacing.speaking, pacing.deadline(), pacing.not_before()) == (False, 100.0, float("-inf"))
+    assert (pacing.speaking, pacing.deadline(), pacing.not_before()) == (False, 101.0, float("-inf"))
     pacing.audio_sent(1.5, now=101.0)
     pacing.audio_sent(2.5, now=101.2)
     assert (pacing.speaking, pacing.deadline(), pacing.not_before()) == (True, 105.0, 103.0)

@@ -292,3 +292,23 @@ def test_smart_turn_holds_a_sentence_cut_mid_thought(silero):
     smart = run(detector, pcm)
     assert kinds(smart).count("TurnEnded") == 1
     assert detector.smart_holds >= 1
+
+
+def test_a_streaming_recogniser_gets_the_turns_audio_while_the_caller_speaks(silero):
+    detector = TurnDetector(vad=silero(), config=CONFIG)
+    pcm = silence(500) + speech(FIRST) + silence(800)
+    streamed = b""
+    pieces_during_speech = 0
+    ended = None
+    for chunk in chunks(pcm, 640):
+        for event in detector.feed(chunk, 16000):
+            if isinstance(event, TurnEnded):
+                ended = event
+        piece = detector.take_new_turn_audio()
+        pieces_during_speech += bool(piece)
+        streamed += piece
+    assert ended is not None
+    assert streamed.startswith(ended.audio)  # the same samples, sent as they came
+    assert len(streamed) - len(ended.audio) <= 2 * 16 * CONFIG.end_silence_ms
+    assert pieces_during_speech > 50  # in small pieces, not at the end
+    assert detector.take_new_turn_audio() == b""  # outside a turn

@@ -8,21 +8,22 @@ and only on demand: a step is queued when the consumer asks for the next block, 
 pool's threads run queued steps earliest deadline first.
 
 A reply's ``Pacing`` (set by the speaker for the task that consumes the speech, through a
-context variable) says where its caller's playback stands. When a thread is free it runs,
-among the steps that are due:
+context variable) gives each step a deadline: for a speaking reply, the moment its caller
+runs out of the audio sent so far; for a new reply's first sentence, ``FIRST_AUDIO_BUDGET``
+after the reply was asked for. When a thread is free it runs, among the steps that are due:
 
-1. the step of a speaking reply whose caller runs out of audio within ``URGENT_SECONDS``
-   or two recent steps' time, whichever is more (earliest first): a call already
-   speaking never stutters while the work fits;
-2. else the first sentence of a new reply (oldest first): first audio comes before the
-   tails of replies that still have audio buffered;
-3. else the next sentence of a speaking reply (earliest deadline first).
+1. the steps whose deadline is within ``URGENT_SECONDS`` (or two recent steps' time, when
+   steps run slow), earliest deadline first: a speaking call about to run dry, a new reply
+   that has waited its budget;
+2. else new replies' first sentences (earliest first): first audio comes before the tails
+   of replies that still have audio buffered;
+3. else the next sentences of speaking replies (earliest deadline first).
 
 A speaking reply's step is not due before ``lookahead`` seconds (plus twice the recent
-average time of a step, which grows when the machine is busy) ahead of the moment its
-caller would run out of audio, so no reply is synthesized further ahead than needed (a
-barge-in then wastes at most ``lookahead`` seconds of synthesis). Under overload, new
-replies wait longer for their first audio, gradually, and speaking calls go on.
+average time of a step, which grows when the machine is busy) ahead of its deadline, so no
+reply is synthesized further ahead than needed (a barge-in then wastes at most
+``lookahead`` seconds of synthesis). Under overload both first audio and speaking calls
+degrade gradually, by their deadlines, instead of new replies waiting behind whole replies.
 
 Without a ``Pacing`` (tests, a consumer that is not a call), a step counts as a first
 sentence asked for when it was queued: first come first served, never held back.
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 BlockSource = Callable[[threading.Event], Iterator[bytes]]
 
-URGENT_SECONDS = 1.0  # a speaking reply this close to running out of audio goes first
+URGENT_SECONDS = 1.0  # a step this close to its deadline goes first
+FIRST_AUDIO_BUDGET = 1.0  # seconds a new reply's first sentence may wait before it is urgent
 
 
 class Pacing:
@@ -76,9 +78,9 @@ class Pacing:
 
     def deadline(self) -> float:
         """When the caller runs out of this reply's audio (``time.monotonic()``); before the
-        first audio, when the reply was asked for."""
+        first audio, ``FIRST_AUDIO_BUDGET`` after the reply was asked for."""
         if self.started_at is None:
-            return self.requested_at
+            return self.requested_at + FIRST_AUDIO_BUDGET
         return self.started_at + self.sent_seconds
 
     def not_before(self) -> float:
@@ -153,7 +155,7 @@ class SynthesisPool:
                 pacing = current_pacing()
                 state.future = loop.create_future()
                 if pacing is None:
-                    self._submit(state, False, time.monotonic(), float("-inf"))
+                    self._submit(state, False, time.monotonic() + FIRST_AUDIO_BUDGET, float("-inf"))
                 else:
                     self._submit(state, pacing.speaking, pacing.deadline(), pacing.not_before())
                 item = await state.future
@@ -197,7 +199,7 @@ class SynthesisPool:
                     if not_before - margin > now:
                         soonest = min(soonest, not_before - margin)
                         continue
-                    rank = (0 if deadline - now <= urgent else 2) if speaking else 1
+                    rank = 0 if deadline - now <= urgent else 2 if speaking else 1
                     key = (rank, deadline, order)
                     if key < best_key:
                         best, best_key = index, key

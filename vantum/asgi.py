@@ -9,17 +9,25 @@ and, on SIGTERM/SIGINT, our chained signal handler ends every live call with rea
 """
 
 import os
+import sys
 
 from django.core.asgi import get_asgi_application
+from django.core.exceptions import ImproperlyConfigured
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "vantum.settings")
-django_asgi_app = get_asgi_application()
+try:
+    django_asgi_app = get_asgi_application()
+except ImproperlyConfigured as error:
+    # A bad environment variable: the same one clear line as manage.py, not a traceback
+    # from inside the ASGI server.
+    sys.exit(f"Configuration error: {error}")
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+# Everything below needs Django set up (above).
+from channels.routing import ProtocolTypeRouter
 
-from calls import instances  # noqa: E402
-from calls.engines import get_engines  # noqa: E402  (needs Django set up first)
-from calls.routing import websocket_application  # noqa: E402
+from calls import instances
+from calls.engines import get_engines
+from calls.routing import websocket_application
 
 # Build the providers (and start loading the voice model) when the server starts, not on
 # the first call.

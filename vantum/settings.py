@@ -64,6 +64,8 @@ try:
     STT_MAX_UTTERANCE_SECONDS = env_float("STT_MAX_UTTERANCE_SECONDS", 60.0, minimum=1.0)
     STT_SILENCE_THRESHOLD = env_int("STT_SILENCE_THRESHOLD", 200, minimum=0, maximum=32767)
     STT_FAKE_TEXT = env_str("STT_FAKE_TEXT", "Hello, can you tell me about your pricing?")
+    # Hands-free: transcribe a turn speculatively as soon as the caller pauses.
+    STT_SPECULATIVE = env_bool("STT_SPECULATIVE", True)
     # Listening (issue 9): offline Whisper, Silero VAD, server-side turn detection, Deepgram.
     STT_LOCAL_MODEL = env_str("STT_LOCAL_MODEL", "tiny.en")
     STT_LOCAL_WINDOW_SECONDS = env_float("STT_LOCAL_WINDOW_SECONDS", 10.0, minimum=1.0)
@@ -94,6 +96,8 @@ try:
     CARTESIA_MODEL = env_str("CARTESIA_MODEL", "sonic-2")
     CARTESIA_VOICE_ID = env_str("CARTESIA_VOICE_ID", "")
     CARTESIA_URL = env_str("CARTESIA_URL", "wss://api.cartesia.ai/tts/websocket")
+    # A client's voice ids (case-insensitive) -> local voices ("|": first one the engine has).
+    VOICE_ALIASES = env_str("VOICE_ALIASES", "kyle=en_US-joe-medium|en-us,tessa=en_US-joe-medium|en-us+f3")
 
     # --- metrics endpoint
     METRICS_TOKEN = env_str("METRICS_TOKEN", "")

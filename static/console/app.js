@@ -8,13 +8,15 @@ const els = {
   transcript: $("transcript"), form: $("text-form"), text: $("text-input"), send: $("send"),
   talk: $("talk"), level: $("level"), errors: $("errors"), voice: $("voice"),
   name: $("prospect-name"), company: $("prospect-company"), industry: $("prospect-industry"),
-  timings: $("timings"),
+  timings: $("timings"), indicator: $("indicator"), partial: $("partial"),
+  modes: document.querySelectorAll('input[name="mode"]'), voiceRow: document.querySelector(".voice-row"),
 };
 
 // Read-only counters for tests and curious humans.
 const hook = {
   state: "idle", sessionId: "", framesDecoded: 0, framesScheduled: 0, chunksShown: 0,
   repliesCompleted: 0, repliesStopped: 0, errors: [], lastTimings: null, connects: 0, endedReason: "",
+  speechStarted: 0, speechStopped: 0, partials: [], indicatorSeen: [], chunksSent: 0,
 };
 window.vantumConsole = hook;
 
@@ -30,6 +32,10 @@ let replies = new Map(); // utteranceId -> {row, chunks}
 let turn = null; // {sentAt, firstText, firstAudio}
 let mic = null;
 let pressing = false; // the talk button is held (the microphone may still be starting)
+let sttAvailable = els.voiceRow.dataset.stt === "yes"; // the page says so before anyone presses
+let userSpeaking = false; // between voicechat.speech.started and .stopped (hands-free)
+
+const handsFree = () => sttAvailable && [...els.modes].some((m) => m.checked && m.value === "hands-free");
 
 function setState(state, label) {
   hook.state = state;
@@ -39,8 +45,26 @@ function setState(state, label) {
   els.connect.disabled = open || state === "connecting";
   els.hangup.disabled = !open && state !== "connecting" && state !== "reconnecting";
   els.send.disabled = !open;
-  els.talk.disabled = !open;
+  els.talk.disabled = !open || !sttAvailable;
+  showIndicator();
 }
+
+// "listening / you are speaking / agent speaking": what the caller needs to know at a glance.
+function showIndicator() {
+  const agentPlaying = sources.length > 0;
+  let state = "off";
+  let label = sttAvailable ? "Microphone off" : "No speech to text: type";
+  if (userSpeaking) [state, label] = ["user", "You are speaking"];
+  else if (agentPlaying) [state, label] = ["agent", "Agent speaking"];
+  else if (mic && mic.continuous) [state, label] = ["listening", "Listening"];
+  else if (mic) [state, label] = ["user", "Recording"];
+  if (els.indicator.dataset.state !== state || els.indicator.textContent !== label) {
+    els.indicator.dataset.state = state;
+    els.indicator.textContent = label;
+    if (!hook.indicatorSeen.includes(state)) hook.indicatorSeen.push(state);
+  }
+}
+setInterval(showIndicator, 100);
 
 function showError(message) {
   hook.errors.push(message);
@@ -107,7 +131,16 @@ function sendSessionUpdate() {
   send("voicechat.session.update", {
     prospect: { name: els.name.value.trim(), company: els.company.value.trim(), industry: els.industry.value.trim() },
     voiceId: els.voice.value || undefined,
+    turnDetection: handsFree() ? "server" : "client",
   });
+}
+
+function applyMode() {
+  els.talk.hidden = handsFree() || !sttAvailable;
+  if (!socket || hook.state !== "connected") return;
+  stopRecording(false);
+  sendSessionUpdate();
+  if (handsFree()) startListening();
 }
 
 // ------------------------------------------------------------------ server events
@@ -118,10 +151,28 @@ function handle(event) {
       hook.sessionId = event.sessionId;
       els.session.textContent = event.sessionId;
       retryDelay = 500;
+      if (p.capabilities) sttAvailable = Boolean(p.capabilities.speechToText);
       setState("connected", "Connected");
-      sendSessionUpdate();
+      applyMode();
+      break;
+    case "voicechat.speech.started":
+      hook.speechStarted += 1;
+      userSpeaking = true;
+      els.partial.textContent = "";
+      showIndicator();
+      break;
+    case "voicechat.speech.stopped":
+      hook.speechStopped += 1;
+      userSpeaking = false;
+      turn = { sentAt: performance.now(), firstText: null, firstAudio: null };
+      showIndicator();
+      break;
+    case "voicechat.transcript.partial":
+      hook.partials.push(p.text);
+      els.partial.textContent = p.text;
       break;
     case "voicechat.transcript.user":
+      els.partial.textContent = "";
       addRow("user", p.text);
       break;
     case "voicechat.response.start":
@@ -274,31 +325,58 @@ els.form.addEventListener("submit", (e) => {
   els.text.value = "";
 });
 
+// The browser's echo canceller keeps the agent's own voice (from the speakers) out of the
+// microphone: without it, hands-free would hear the agent and interrupt it.
+const MIC_CONSTRAINTS = {
+  audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+};
+
+async function openMic(continuous) {
+  const stream = await navigator.mediaDevices.getUserMedia(MIC_CONSTRAINTS);
+  const ctx = new AudioContext();
+  await ctx.audioWorklet.addModule(els.talk.dataset.worklet);
+  const node = new AudioWorkletNode(ctx, "vantum-recorder");
+  const input = ctx.createMediaStreamSource(stream);
+  input.connect(node);
+  mic = { stream, ctx, node, continuous };
+  send("voicechat.audio.start", { samplingRate: ctx.sampleRate, voiceId: els.voice.value || undefined });
+  node.port.onmessage = ({ data }) => {
+    const pcm = new Int16Array(data.length);
+    let energy = 0;
+    for (let i = 0; i < data.length; i++) {
+      const s = Math.max(-1, Math.min(1, data[i]));
+      pcm[i] = s < 0 ? s * 0x8000 : s * 0x7fff;
+      energy += s * s;
+    }
+    els.level.value = Math.min(1, Math.sqrt(energy / data.length) * 4);
+    send("voicechat.audio.chunk", { audio: new Uint8Array(pcm.buffer) });
+    hook.chunksSent += 1;
+  };
+  showIndicator();
+}
+
+// Hands-free: the microphone streams all the time; the server hears when a turn starts and ends.
+let listeningStarts = false;
+async function startListening() {
+  if (mic || listeningStarts || !socket) return;
+  listeningStarts = true;
+  try {
+    await openMic(true);
+    if (!handsFree() || !socket) stopRecording(false); // switched or hung up meanwhile
+  } catch (error) {
+    showError(`Microphone unavailable: ${error.message}`);
+  } finally {
+    listeningStarts = false;
+  }
+}
+
 async function startRecording() {
-  if (mic || pressing || !socket) return;
+  if (handsFree() || mic || pressing || !socket || !sttAvailable) return;
   pressing = true;
   ensurePlayback();
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true } });
-    const ctx = new AudioContext();
-    await ctx.audioWorklet.addModule(els.talk.dataset.worklet);
-    const node = new AudioWorkletNode(ctx, "vantum-recorder");
-    const input = ctx.createMediaStreamSource(stream);
-    input.connect(node);
-    mic = { stream, ctx, node };
+    await openMic(false);
     stopPlayback();
-    send("voicechat.audio.start", { samplingRate: ctx.sampleRate, voiceId: els.voice.value || undefined });
-    node.port.onmessage = ({ data }) => {
-      const pcm = new Int16Array(data.length);
-      let energy = 0;
-      for (let i = 0; i < data.length; i++) {
-        const s = Math.max(-1, Math.min(1, data[i]));
-        pcm[i] = s < 0 ? s * 0x8000 : s * 0x7fff;
-        energy += s * s;
-      }
-      els.level.value = Math.min(1, Math.sqrt(energy / data.length) * 4);
-      send("voicechat.audio.chunk", { audio: new Uint8Array(pcm.buffer) });
-    };
     els.talk.classList.add("recording");
     els.talk.textContent = "Release to send";
     if (!pressing) stopRecording(); // released while the microphone was starting
@@ -311,17 +389,20 @@ async function startRecording() {
 function stopRecording(sendEnd = true) {
   pressing = false;
   if (!mic) return;
+  const wasContinuous = mic.continuous;
   mic.node.port.onmessage = null;
   mic.stream.getTracks().forEach((t) => t.stop());
   mic.ctx.close();
   mic = null;
+  userSpeaking = false;
   els.level.value = 0;
   els.talk.classList.remove("recording");
   els.talk.textContent = "Hold to talk";
-  if (sendEnd) {
+  if (sendEnd && !wasContinuous) {
     beginTurn();
     send("voicechat.audio.end", {});
   }
+  showIndicator();
 }
 
 els.talk.addEventListener("pointerdown", startRecording);
@@ -335,6 +416,8 @@ document.addEventListener("keyup", (e) => {
 });
 els.connect.addEventListener("click", () => { ensurePlayback(); connect(); });
 els.hangup.addEventListener("click", hangUp);
+for (const radio of els.modes) radio.addEventListener("change", applyMode);
 for (const field of [els.voice, els.name, els.company, els.industry]) field.addEventListener("change", sendSessionUpdate);
 
 setState("idle", "Not connected");
+els.talk.hidden = handsFree() || !sttAvailable;

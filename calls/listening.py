@@ -1,0 +1,362 @@
+"""Hands-free listening for one call: server turn detection, voice barge-in, speculative and
+streaming speech-to-text. Owned by ``CallSession`` while the call's ``turnDetection`` is
+``"server"``; transport-free like the session.
+
+The caller's audio goes in chunk by chunk (``feed``, synchronous: the hot path never
+awaits). A per-call ``stt.turn_detection.TurnDetector`` turns it into events in *audio time*;
+one worker task handles them in order, so ``speech.started`` always precedes its
+``speech.stopped`` and a barge-in never races the turn it belongs to:
+
+    SpeechStarted    -> port.speech_started; a streaming engine opens its stream
+    SpeechConfirmed  -> host.caller_confirmed_speech(): the voice barge-in (a cough, a short
+                        "mm-hm" never gets this far: it is shorter than BARGE_IN_MIN_SPEECH_MS)
+    PauseStarted     -> speculative transcription of the turn so far (batch engines)
+    SpeechResumed    -> that speculation is cancelled
+    TurnEnded        -> port.speech_stopped; host.caller_turn_ended(HeardTurn) with the
+                        speculative transcript when the audio is the same, else none
+
+Buffers are bounded: the detector keeps at most ``max_turn_ms`` of a turn, the pre-roll for
+a streaming engine ~0.5 s, the event queue ``QUEUE_LIMIT`` items (audio for a stalled
+streaming engine is dropped beyond it, never queued without end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from django.conf import settings
+
+from stt.base import TranscriptionError
+
+if TYPE_CHECKING:
+    from stt.turn_detection import TurnDetector, TurnEnded
+
+logger = logging.getLogger(__name__)
+
+DETECTOR_RATE = 16000  # the detector's audio (TurnEnded.audio, PauseStarted.audio) is 16 kHz
+QUEUE_LIMIT = 512
+PREROLL_MS = 500  # raw audio kept for a streaming engine, sent when speech starts
+
+_vad_lock = threading.Lock()
+_vad_factory: Callable[[], Any] | None = None
+
+
+def vad_factory() -> Callable[[], Any]:
+    """Per-call VAD streams over the process's one model (built on first use, then kept)."""
+    global _vad_factory
+    with _vad_lock:
+        if _vad_factory is None:
+            from calls.engines import build_vad_factory
+
+            _vad_factory = build_vad_factory()
+        return _vad_factory
+
+
+@dataclass
+class HeardTurn:
+    """One caller turn found by the detector, ready for the session to answer."""
+
+    audio: bytes  # 16 kHz PCM s16le: the turn's speech with its padding
+    transcript: asyncio.Task[str] | None  # speculative or streaming result; None: transcribe audio
+    forced: bool  # cut at the maximum turn length
+    reason: str  # "silence", "max_length", "client_end"
+    speech_end_ms: int  # audio time of the caller's last speech sample
+    ended_at_ms: int  # audio time of the decision
+    speech_ms: int = 0  # voiced milliseconds in the turn
+    reused_speculation: bool = False
+
+
+class ListeningHost(Protocol):
+    """What the listener needs from its call (``CallSession`` implements it)."""
+
+    port: Any  # calls.session.CallPort
+    session_id: str
+    language: str | None
+
+    async def caller_confirmed_speech(self, onset_ms: int) -> None:
+        """The caller really talks (>= the barge-in minimum; ``onset_ms``: when this speech
+        began, audio time): cut the agent if it speaks."""
+        ...
+
+    async def caller_turn_ended(self, turn: HeardTurn) -> None:
+        """Answer this turn (start its task; must not wait for the answer)."""
+        ...
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Listener:
+    """Server turn detection for one call (see the module docstring).
+
+    Preconditions: built and used on the event loop; ``close`` once at the end (mode switch
+    to client, hang-up).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: ListeningHost,
+        transcriber: Any,
+        detector: TurnDetector | None = None,
+        speculative: bool | None = None,
+    ) -> None:
+        if detector is None:
+            from calls.engines import build_end_of_turn_model, build_turn_config
+            from stt.turn_detection import TurnDetector
+
+            # TURN_SMART (off by default) runs Smart Turn inside feed, on the event loop:
+            # ~10-100 ms once per long pause; see docs/BENCHMARKS.md before turning it on.
+            detector = TurnDetector(
+                vad=vad_factory()(), config=build_turn_config(), end_of_turn=build_end_of_turn_model()
+            )
+        self.host = host
+        self.detector = detector
+        self.transcriber = transcriber
+        self.streaming = callable(getattr(transcriber, "open", None))
+        if speculative is None:
+            speculative = settings.STT_SPECULATIVE
+        self.speculative = bool(speculative) and not self.streaming
+        self.rate = DETECTOR_RATE
+        self._items: collections.deque[tuple[str, Any]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        # speculative transcription: (audio it ran on, task)
+        self._speculation: tuple[bytes, asyncio.Task[str]] | None = None
+        self._turn_open = False  # between SpeechStarted and TurnEnded
+        self._onset_ms = 0  # audio time of the current speech's onset
+        # streaming engine
+        self._stream: Any = None
+        self._preroll: collections.deque[bytes] = collections.deque()
+        self._preroll_bytes = 0
+        self._dropped = 0
+        # counters for tests and benchmarks
+        self.turns = 0
+        self.speculations_started = 0
+        self.speculations_reused = 0
+
+    # ------------------------------------------------------------------ input (sync)
+    def feed(self, pcm: bytes, sample_rate: int) -> None:
+        """Caller audio (PCM s16le mono at ``sample_rate``, any length, odd bytes allowed)."""
+        if self._closed or not pcm:
+            return
+        self.rate = sample_rate
+        try:
+            events = self.detector.feed(pcm, sample_rate)
+        except ValueError as error:  # a rate the detector cannot take: nothing to hear
+            logger.warning("call=%s listening: %s", self.host.session_id, error)
+            return
+        for event in events:
+            self._put(("event", event))
+        if self.streaming:
+            self._stream_audio(pcm)
+
+    def end_now(self) -> bool:
+        """The client said ``audio.end``: end the turn at once. False when no speech was heard."""
+        if self._closed:
+            return False
+        event = self.detector.end_now()
+        if event is None:
+            return False
+        self._put(("event", event))
+        return True
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        # Events are few (a handful per turn) and never dropped; streamed audio is dropped
+        # beyond QUEUE_LIMIT items (~40 s of browser chunks) when the engine stalls.
+        if item[0] == "audio" and len(self._items) >= QUEUE_LIMIT:
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.warning("call=%s listening is behind: dropping streamed audio", self.host.session_id)
+            return
+        self._items.append(item)
+        self._wakeup.set()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    def _stream_audio(self, pcm: bytes) -> None:
+        if self._turn_open or self.detector.in_turn:
+            self._put(("audio", pcm))
+            return
+        self._preroll.append(pcm)
+        self._preroll_bytes += len(pcm)
+        limit = 2 * self.rate * PREROLL_MS // 1000
+        while self._preroll and self._preroll_bytes - len(self._preroll[0]) >= limit:
+            self._preroll_bytes -= len(self._preroll.popleft())
+
+    # ------------------------------------------------------------------ the worker
+    async def _work(self) -> None:
+        from stt import turn_detection as td
+
+        while True:
+            if not self._items:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            kind, item = self._items.popleft()
+            try:
+                if kind == "audio":
+                    if self._stream is not None:
+                        await _maybe_await(self._stream.feed(item))
+                elif isinstance(item, td.SpeechStarted):
+                    await self._speech_started(item.at_ms)
+                elif isinstance(item, td.SpeechConfirmed):
+                    await self.host.caller_confirmed_speech(self._onset_ms)
+                elif isinstance(item, td.PauseStarted):
+                    self._pause_started(item.audio)
+                elif isinstance(item, td.SpeechResumed):
+                    self._cancel_speculation()
+                elif isinstance(item, td.TurnEnded):
+                    await self._turn_ended(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A bug or an engine failure must not end listening for the rest of the call.
+                logger.exception("call=%s listening failed on %s", self.host.session_id, kind)
+
+    async def _speech_started(self, at_ms: int) -> None:
+        self._turn_open = True
+        self._onset_ms = at_ms
+        await self._tell("speech_started", at_ms)
+        if self.streaming:
+            await self._open_stream()
+
+    def _pause_started(self, audio: bytes) -> None:
+        if not self.speculative or not audio:
+            return
+        self._cancel_speculation()
+        task = asyncio.get_running_loop().create_task(self._transcribe(audio))
+        self.speculations_started += 1
+        self._speculation = (audio, task)
+        task.add_done_callback(self._speculation_done)
+
+    async def _transcribe(self, audio: bytes) -> str:
+        return await self.transcriber.transcribe(
+            audio, sample_rate=DETECTOR_RATE, language=self.host.language, call_id=self.host.session_id
+        )
+
+    def _speculation_done(self, task: asyncio.Task[str]) -> None:
+        """A speculative transcript of a turn still going on is the caller's words so far."""
+        if task.cancelled() or task.exception() is not None:
+            return
+        speculation = self._speculation
+        text = task.result().strip()
+        if text and self._turn_open and speculation is not None and speculation[1] is task:
+            self._side(self._tell("transcript_partial", text))
+
+    def _cancel_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation[1].cancel()
+            self._speculation = None
+
+    async def _turn_ended(self, event: TurnEnded) -> None:
+        self._turn_open = False
+        self.turns += 1
+        await self._tell("speech_stopped", event.at_ms)
+        transcript: asyncio.Task[str] | None = None
+        reused = False
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            transcript = asyncio.get_running_loop().create_task(_maybe_await(stream.finish()))
+        elif self._speculation is not None:
+            audio, task = self._speculation
+            self._speculation = None
+            if audio == event.audio and not task.cancelled():
+                transcript, reused = task, True
+                self.speculations_reused += 1
+            else:
+                task.cancel()
+        if event.forced:
+            seconds = self.detector.config.max_turn_ms / 1000
+            await self.host.port.speech_error(
+                "turn_too_long",
+                f"You spoke for {seconds:g} seconds without a pause, so the agent answers what it "
+                "heard so far. Pausing now and then lets it keep up.",
+                False,
+            )
+        await self.host.caller_turn_ended(
+            HeardTurn(
+                audio=event.audio,
+                transcript=transcript,
+                forced=event.forced,
+                reason=event.reason,
+                speech_end_ms=getattr(event, "speech_end_ms", event.at_ms),
+                ended_at_ms=event.at_ms,
+                speech_ms=getattr(event, "speech_ms", 0),
+                reused_speculation=reused,
+            )
+        )
+
+    # ------------------------------------------------------------------ streaming engines
+    async def _open_stream(self) -> None:
+        if self._stream is not None:
+            await self._abort_stream()
+
+        def on_partial(text: str) -> None:
+            if text.strip() and self._turn_open:
+                self._side(self._tell("transcript_partial", text.strip()))
+
+        try:
+            self._stream = await _maybe_await(
+                self.transcriber.open(
+                    sample_rate=self.rate,
+                    language=self.host.language,
+                    call_id=self.host.session_id,
+                    on_partial=on_partial,
+                )
+            )
+        except TranscriptionError as error:
+            logger.warning("call=%s streaming STT could not open: %s", self.host.session_id, error)
+            self._stream = None
+            return
+        preroll, self._preroll = list(self._preroll), collections.deque()
+        self._preroll_bytes = 0
+        for pcm in preroll:
+            await _maybe_await(self._stream.feed(pcm))
+
+    async def _abort_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                await _maybe_await(stream.abort())
+            except Exception:
+                logger.debug("call=%s stream abort failed", self.host.session_id, exc_info=True)
+
+    # ------------------------------------------------------------------ helpers
+    async def _tell(self, method: str, *args: Any) -> None:
+        """A hands-free port method; a transport without it (a phone has no screen) skips it."""
+        call = getattr(self.host.port, method, None)
+        if call is not None:
+            await call(*args)
+
+    def _side(self, awaitable: Awaitable[Any]) -> None:
+        """Fire-and-forget a port call from a callback (kept referenced until done)."""
+        task = asyncio.get_running_loop().create_task(awaitable)
+        _side_tasks.add(task)
+        task.add_done_callback(_side_tasks.discard)
+
+    async def close(self) -> None:
+        """Stop listening: the worker, a speculation, an open stream. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._turn_open = False
+        self._cancel_speculation()
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.wait({self._worker}, timeout=2)
+        await self._abort_stream()
+
+
+_side_tasks: set[asyncio.Task[Any]] = set()

@@ -1,0 +1,378 @@
+"""Hands-free calls (``turnDetection: "server"``) on the transport-free ``CallSession``.
+
+Speech is made on the fly by Piper; the listening engines are the real offline defaults
+(Silero VAD, Whisper tiny.en), the speech engine a beep and the model a script (the reply's
+words do not matter here, when and whether it is cut does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from calls.session import CallSession, Request
+from tests.calls_helpers import stored_messages
+from tests.speech_samples import at_rate, chunks, cough, noise, piper_pcm, silence
+from tests.support import BeepEngine, CannedTranscriber, Script, ScriptedProvider, tokens_of
+from tests.test_call_session import RecordingPort
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
+
+REPLY = "Hi, this is Alex from Vantum. ||BREAK|| How is your week going?"
+UPDATE = Request("voicechat.session.update", "req-u")
+QUESTION = "What does it cost for a small team?"
+SECOND = "Can we start next week?"
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    from stt.local_whisper import LocalWhisperTranscriber
+
+    transcriber = LocalWhisperTranscriber(model="tiny.en", max_concurrent=2, window_seconds=10)
+    yield transcriber
+    transcriber.close()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def speech(text: str, rate: int = 16000) -> bytes:
+    return at_rate(piper_pcm(text), rate)
+
+
+async def feed(session: CallSession, pcm: bytes, *, rate: int = 16000, chunk_bytes: int = 8192) -> None:
+    """Stream ``pcm`` as the browser does (8192-byte chunks), yielding between chunks."""
+    for chunk in chunks(pcm, chunk_bytes):
+        session.audio_chunk(chunk)
+        await asyncio.sleep(0)
+
+
+async def until(condition, timeout: float = 30.0) -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"still waiting after {timeout} s; the port got {_ports[-1].calls}") from None
+
+
+_ports: list[RecordingPort] = []
+
+
+async def hands_free(port: RecordingPort, *, rate: int | None = None) -> CallSession:
+    _ports.append(port)
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.update(request=UPDATE, turn_detection="server")
+    if rate is not None:
+        await session.audio_start(
+            request=Request("voicechat.audio.start"), sample_rate=rate, voice_id=None, language=None
+        )
+    return session
+
+
+async def settle(session: CallSession) -> None:
+    """Let the listener's queue drain and every turn finish."""
+    await asyncio.sleep(0.05)
+    if session.turn_tasks:
+        await asyncio.wait_for(asyncio.gather(*session.turn_tasks, return_exceptions=True), 60)
+
+
+async def test_a_spoken_question_is_heard_ended_by_silence_transcribed_and_answered(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    question = speech(QUESTION)
+    spoken_ms = len(question) // 32
+    await feed(session, silence(600) + question + silence(1200))
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    await session.hangup()
+
+    kinds = port.kinds()
+    assert kinds[:4] == ["speech_started", "speech_stopped", "user", "start"]
+    started, stopped = port.calls[0][1], port.calls[1][1]
+    assert 600 - 64 <= started <= 600 + 64  # the onset, in audio time (32 ms frames)
+    # The end: the last speech sample plus TURN_END_SILENCE_MS (400 ms), within a frame or three.
+    assert 600 + spoken_ms + 400 - 64 <= stopped <= 600 + spoken_ms + 400 + 96
+    assert words(port.calls[2][1]) == words(QUESTION)
+    assert session.listener.speculations_reused == 1  # the pause's transcript was the turn's
+    messages = await stored_messages(session.session_id)
+    assert [(m.role, m.source if m.role == "user" else "") for m in messages] == [
+        ("user", "voice"),
+        ("assistant", ""),
+    ]
+
+
+async def test_two_turns_in_a_row_at_the_browser_rate_with_odd_chunk_sizes(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port, rate=48000)
+    audio = (
+        silence(300, 48000)
+        + speech(QUESTION, 48000)
+        + silence(2000, 48000)
+        + speech(SECOND, 48000)
+        + silence(1000, 48000)
+    )
+    await feed(session, audio, rate=48000, chunk_bytes=8191)  # odd: every other chunk splits a sample
+    await until(lambda: port.kinds().count("complete") == 2)
+    await settle(session)
+    await session.hangup()
+
+    users = [c[1] for c in port.calls if c[0] == "user"]
+    assert [words(u) for u in users] == [words(QUESTION), words(SECOND)]
+    assert port.kinds().count("speech_started") == 2
+    assert port.kinds().count("speech_stopped") == 2
+
+
+async def test_speaking_over_the_agent_cuts_its_reply_and_keeps_only_what_was_heard(use_engines, whisper):
+    never = asyncio.Event()
+    use_engines(
+        chat=ScriptedProvider(
+            [Script(tokens_of(REPLY), pause_after=12, resume=never), Script(tokens_of(REPLY))]
+        ),
+        speech=BeepEngine(),
+        transcriber=whisper,
+    )
+    port = RecordingPort()
+    session = await hands_free(port)
+    await session.text_input("Hello", request=Request("voicechat.text.input", "t1"))
+    await until(lambda: "audio" in port.kinds())  # the agent is speaking, its model still writing
+    await feed(session, silence(300) + speech("Sorry, stop, how much is it?") + silence(1000))
+    await until(lambda: "stop" in port.kinds())
+    await until(lambda: port.kinds().count("user") == 2)
+    await settle(session)
+    await session.hangup()
+
+    kinds = port.kinds()
+    # Cut once the caller had spoken BARGE_IN_MIN_SPEECH_MS, before their turn ended.
+    assert kinds.index("speech_started") < kinds.index("stop") < kinds.index("speech_stopped")
+    messages = await stored_messages(session.session_id)
+    first_reply = messages[1]
+    assert first_reply.role == "assistant" and first_reply.interrupted is True
+    assert first_reply.text == "Hi, this is Alex from Vantum."
+    assert words(messages[2].text) == words("Sorry, stop, how much is it?")
+
+
+@pytest.mark.parametrize(
+    "sound",
+    [
+        pytest.param(lambda: cough() + silence(700) + cough(seed=5) + silence(700), id="coughs"),
+        pytest.param(lambda: noise(5000, level=0.05), id="fan-noise"),
+        pytest.param(lambda: speech("Mm-hm.")[: 16 * 2 * 180] + silence(800), id="short-mm-hm"),
+    ],
+)
+async def test_coughs_noise_and_a_short_mm_hm_do_not_interrupt_the_agent(use_engines, whisper, sound):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await session.text_input("Hello", request=Request("voicechat.text.input", "t1"))
+    await until(lambda: "complete" in port.kinds())
+    port.playing = True  # the caller still hears the reply
+    await feed(session, sound())
+    await settle(session)
+    port.playing = False  # the reply played to its end
+    await session.hangup()
+
+    assert "stop" not in port.kinds()
+    assert [c for c in port.calls if c[0] == "user"] == [("user", "Hello")]
+    assert (await stored_messages(session.session_id))[-1].interrupted is False
+
+
+async def test_pure_noise_and_muted_audio_make_no_turn(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, noise(8000, level=0.08, seed=7))
+    for chunk in chunks(speech(QUESTION), 8192):
+        session.audio_chunk(chunk, muted=True)  # muted: heard as silence, never as words
+    await settle(session)
+    await session.hangup()
+    assert port.calls == []
+
+
+async def test_muting_mid_sentence_ends_the_turn_by_silence(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, speech(QUESTION))
+    for chunk in chunks(silence(300) + speech(SECOND), 8192):
+        session.audio_chunk(chunk, muted=True)
+    await until(lambda: "user" in port.kinds())
+    await settle(session)
+    await session.hangup()
+    assert words(next(c for c in port.calls if c[0] == "user")[1]) == words(QUESTION)
+
+
+async def test_audio_end_ends_the_turn_at_once_without_waiting_for_silence(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, silence(200) + speech(QUESTION))
+    await asyncio.sleep(0.05)
+    assert "speech_stopped" not in port.kinds()
+    await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+    await until(lambda: "user" in port.kinds())
+    await settle(session)
+    await session.audio_end(request=Request("voicechat.audio.end", "e2"))  # nothing heard: nothing
+    await settle(session)
+    await session.hangup()
+    assert port.kinds()[:3] == ["speech_started", "speech_stopped", "user"]
+    assert words(port.calls[2][1]) == words(QUESTION)
+    assert port.kinds().count("user") == 1
+
+
+async def test_a_pause_then_more_words_before_the_answer_makes_one_turn(use_engines, whisper):
+    """The caller pauses long enough to end the turn, then goes on while it is still being
+    transcribed: the two halves become one turn, answered once."""
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    session.engines.transcriber = SlowTranscriber(whisper, delay=1.5)
+    session.listener.transcriber = session.engines.transcriber
+    await feed(session, speech("I want to know") + silence(700))
+    await until(lambda: "speech_stopped" in port.kinds())
+    await feed(session, speech("the price for our team.") + silence(1000))
+    await until(lambda: "user" in port.kinds(), timeout=60)
+    await settle(session)
+    await session.hangup()
+    users = [c[1] for c in port.calls if c[0] == "user"]
+    assert len(users) == 1, port.calls
+    assert words(users[0]) == words("I want to know the price for our team.")
+
+
+class SlowTranscriber:
+    """The real transcriber, answering ``delay`` seconds late (a loaded server)."""
+
+    def __init__(self, inner, delay: float) -> None:
+        self.inner, self.delay, self.name = inner, delay, inner.name
+
+    async def transcribe(self, pcm: bytes, **options) -> str:
+        await asyncio.sleep(self.delay)
+        return await self.inner.transcribe(pcm, **options)
+
+
+async def test_switching_modes_mid_call_keeps_both_ways_of_talking_working(use_engines, whisper):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, speech(QUESTION)[:16000])  # half a sentence, then the client switches
+    await session.update(request=UPDATE, turn_detection="client")
+    assert session.listener is None
+    start = Request("voicechat.audio.start")
+    await session.audio_start(request=start, sample_rate=16000, voice_id=None, language=None)
+    session.audio_chunk(speech(SECOND))
+    await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+    await until(lambda: "complete" in port.kinds())
+    await session.update(request=UPDATE, turn_detection="server")
+    await feed(session, speech(QUESTION) + silence(800))
+    await until(lambda: port.kinds().count("complete") == 2)
+    await settle(session)
+    await session.hangup()
+    users = [c[1] for c in port.calls if c[0] == "user"]
+    assert [words(u) for u in users] == [words(SECOND), words(QUESTION)]
+    assert port.kinds().count("speech_stopped") == 1  # the half sentence before the switch was dropped
+
+
+async def test_ten_minutes_of_speech_without_a_pause_are_cut_into_bounded_turns_with_a_message(use_engines):
+    transcriber = CannedTranscriber("and so on")
+    use_engines(
+        chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=transcriber
+    )
+    port = RecordingPort()
+    session = await hands_free(port)
+    sentence = speech("Our team has been comparing several vendors and we keep talking without a break")
+    total = 0
+    while total < 600 * 32000:
+        await feed(session, sentence, chunk_bytes=32000)
+        total += len(sentence)
+    await settle(session)
+    await session.hangup()
+    forced = [c for c in port.calls if c == ("speech_error", "turn_too_long")]
+    assert len(forced) >= 600 // 28 - 1
+    assert "28 seconds without a pause" in port.messages[0]
+    # Each turn the recogniser got is at most the maximum length (+ padding), at 16 kHz.
+    assert transcriber.heard and max(n for n, _ in transcriber.heard) <= 2 * 16 * (28000 + 256 + 32)
+    assert {rate for _, rate in transcriber.heard} == {16000}
+
+
+async def test_hands_free_without_speech_to_text_is_refused_and_the_call_stays_typed(use_engines):
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    session.engines.transcriber = None
+    await session.start()
+    await session.update(request=UPDATE, turn_detection="server")
+    await session.hangup()
+    assert session.turn_detection == "client"
+    assert port.calls == [
+        (
+            "error",
+            "voicechat.session.update",
+            "Hands-free needs speech-to-text, which is not configured on this server. "
+            "Please type your message instead.",
+        )
+    ]
+
+
+async def test_client_voices_map_to_local_voices_and_an_unknown_voice_is_reported_once(use_engines, settings):
+    settings.VOICE_ALIASES = "kyle=beep-b,tessa=missing|beep-a"
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.update(request=UPDATE, voice_id="Kyle")
+    assert session.voice_id == "beep-b"
+    await session.update(request=UPDATE, voice_id="tessa")
+    assert session.voice_id == "beep-a"
+    for _ in range(3):
+        await session.audio_start(
+            request=Request("voicechat.audio.start"),
+            sample_rate=16000,
+            voice_id="a0e99841-438c",
+            language=None,
+        )
+    await session.hangup()
+    assert port.calls == [("speech_error", "voice")]
+    assert port.messages == [
+        "The voice 'a0e99841-438c' is not available on this server; the agent speaks with 'beep-a'. "
+        "Map it with VOICE_ALIASES."
+    ]
+
+
+async def test_a_streaming_engine_gets_the_audio_while_the_caller_speaks_and_partials_reach_the_caller(
+    use_engines,
+):
+    from stt.deepgram import DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    said = "Do you work with small companies?"
+    async with FakeDeepgram(transcripts=[said], words_every_ms=300) as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        session = await hands_free(port, rate=24000)
+        audio = silence(1000, 24000) + speech(said, 24000) + silence(1000, 24000)
+        for chunk in chunks(audio, 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0.03)  # a little under real time: interim words have time to come back
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    kinds = port.kinds()
+    partials = [c[1] for c in port.calls if c[0] == "partial"]
+    assert partials and all(said.startswith(p) for p in partials)
+    assert kinds.index("speech_started") < kinds.index("partial") < kinds.index("speech_stopped")
+    assert next(c for c in port.calls if c[0] == "user") == ("user", said)
+    (stream,) = fake.sessions  # one stream for the one turn
+    assert stream.params["sample_rate"] == "24000"
+    # The turn's audio went to the engine as it came: from ~0.5 s before the onset to the end.
+    assert 2 * 24000 * 1.0 < stream.audio_bytes < len(audio) - 2 * 24000 * 0.4
+    assert stream.controls[:1] == ["Finalize"]

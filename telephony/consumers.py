@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 LISTEN_RATE = 16000
 PRE_ROLL_FRAMES = 10  # 200 ms of audio before speech was detected goes to the recogniser too
 MEDIA_REQUEST = Request("twilio.media")
+START_REQUEST = Request("twilio.start")
 
 # Close codes (application range): the stream was refused.
 CLOSE_BAD_SIGNATURE = 4003
@@ -168,12 +169,16 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         await self.channel_layer.group_add(live.call_group(session.session_id), self.channel_name)
         prospect = phone_call.prospect.as_context() if phone_call.prospect else {}
         if prospect:
-            await session.update(request=Request("twilio.start"), prospect=prospect)
-        set_turn_detection = getattr(session, "set_turn_detection", None)
-        if callable(set_turn_detection):
-            # The session's own VAD + end of turn (the listening work), when it has them.
-            await _maybe_await(set_turn_detection("server"))
-            self.server_turns = True
+            await session.update(request=START_REQUEST, prospect=prospect)
+        # The session's own VAD + end of turn (hands-free), as a browser in server mode:
+        # the same detector, barge-in and turn logic. The interim energy gate below is only
+        # a fallback when the session cannot switch (no speech-to-text configured).
+        await session.audio_start(
+            request=START_REQUEST, sample_rate=LISTEN_RATE, voice_id=None, language=None
+        )
+        switch = getattr(session, "switch_turn_detection", None)
+        if callable(switch):
+            self.server_turns = bool(await switch("server", START_REQUEST))
         logger.info(
             "call=%s twilio %s call %s streaming (%s)",
             session.session_id,
@@ -301,9 +306,3 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
 
     def _call_id(self) -> str:
         return self.session.session_id if self.session is not None else "-"
-
-
-async def _maybe_await(value: Any) -> Any:
-    if asyncio.iscoroutine(value):
-        return await value
-    return value

@@ -33,6 +33,7 @@ def fake_twilio(settings):
     settings.TWILIO_PUBLIC_BASE_URL = BASE
     settings.TWILIO_API_BASE_URL = url
     settings.TWILIO_FROM_NUMBER = "+14155550000"
+    settings.VAD_ENGINE = "energy"  # the caller's "speech" is a square wave
     yield fake
     fake.stop()
 

@@ -29,6 +29,8 @@ def twilio(settings):
     settings.TWILIO_PUBLIC_BASE_URL = BASE
     settings.TWILIO_API_BASE_URL = ""
     settings.TWILIO_STREAM_START_TIMEOUT = 1.0
+    # The caller's "speech" is a square wave: the level VAD hears it (Silero wants a voice).
+    settings.VAD_ENGINE = "energy"
     return TwilioSimulator(auth_token=TOKEN, public_base=BASE)
 
 

@@ -180,6 +180,7 @@ def main() -> None:
         f"({cost['total_ms_per_s'] / 10:.2f} % of a core per call)"
     )
     if args.concurrent_only:
+        os.environ["VAD_ENGINE"] = "energy"  # the callers' "speech" is a square wave
         _django("tone", "fake")
     else:
         _django("piper", "local")
@@ -196,6 +197,7 @@ def main() -> None:
         from calls import engines
 
         settings.TTS_ENGINE, settings.STT_ENGINE = "tone", "fake"
+        settings.VAD_ENGINE = "energy"  # the callers' "speech" is a square wave
         engines._engines = None
     for calls in [int(c) for c in args.calls.split(",") if c]:
         row = asyncio.run(concurrent(calls))

@@ -45,18 +45,20 @@ QUEUE_LIMIT = 512
 PREROLL_MS = 500  # raw audio kept for a streaming engine, sent when speech starts
 
 _vad_lock = threading.Lock()
-_vad_factory: Callable[[], Any] | None = None
+_vad_factory: tuple[str, Callable[[], Any]] | None = None
 
 
 def vad_factory() -> Callable[[], Any]:
-    """Per-call VAD streams over the process's one model (built on first use, then kept)."""
+    """Per-call VAD streams over the process's one model (built on first use, then kept
+    while ``VAD_ENGINE`` names the same engine)."""
     global _vad_factory
+    engine = settings.VAD_ENGINE.lower()
     with _vad_lock:
-        if _vad_factory is None:
+        if _vad_factory is None or _vad_factory[0] != engine:
             from calls.engines import build_vad_factory
 
-            _vad_factory = build_vad_factory()
-        return _vad_factory
+            _vad_factory = (engine, build_vad_factory())
+        return _vad_factory[1]
 
 
 @dataclass

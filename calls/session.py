@@ -114,6 +114,9 @@ class CallSession:
         self.end_reason = ""
         self.seq = 0
         self.turn_tasks: set[asyncio.Task[None]] = set()
+        # Each turn's "my words are in" signal, resolved in the order turns were heard.
+        self._turn_order: dict[asyncio.Task[None], asyncio.Future[None]] = {}
+        self._last_turn_in_order: asyncio.Future[None] | None = None
         self.side_tasks: set[asyncio.Task[Any]] = set()
         self.replying: tuple[asyncio.Task[Any], ReplySpeaker, int] | None = None
         self.last_speaker: tuple[ReplySpeaker, int] | None = None
@@ -524,9 +527,17 @@ class CallSession:
         voice: tuple[bytes, int] | None = None,
         heard: HeardTurn | None = None,
     ) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._run_turn(request, text, voice, heard))
+        # Turns transcribe side by side (the pool has several workers), but the caller's
+        # words reach the transcript and the model in the order they were said.
+        loop = asyncio.get_running_loop()
+        previous, in_order = self._last_turn_in_order, loop.create_future()
+        self._last_turn_in_order = in_order
+        task = loop.create_task(self._run_turn(request, text, voice, heard, previous=previous))
+        task.add_done_callback(lambda _: in_order.done() or in_order.set_result(None))
+        self._turn_order[task] = in_order
         self.turn_tasks.add(task)
         task.add_done_callback(self.turn_tasks.discard)
+        task.add_done_callback(lambda done: self._turn_order.pop(done, None))
         return task
 
     async def _run_turn(
@@ -535,6 +546,8 @@ class CallSession:
         text: str | None,
         voice: tuple[bytes, int] | None,
         heard: HeardTurn | None = None,
+        *,
+        previous: asyncio.Future[None] | None = None,
     ) -> None:
         source = "text"
         if voice is not None:
@@ -546,6 +559,9 @@ class CallSession:
                 text = await self._transcribe_heard(heard)
             finally:
                 self.transcribing.pop(asyncio.current_task(), None)
+        if previous is not None and not previous.done():
+            await asyncio.wait({previous})  # the turn before this one has its words in first
+        in_order = self._turn_order.get(asyncio.current_task())
         if not text:
             return
         try:
@@ -566,6 +582,8 @@ class CallSession:
         )
         await self.port.transcript_user(text, protocol.new_id())
         self._publish({"kind": "user", "text": text})
+        if in_order is not None and not in_order.done():
+            in_order.set_result(None)  # the next turn may go on; this one queues for the model first
 
         utterance_id = protocol.new_id()
         speaker = ReplySpeaker(

@@ -196,3 +196,44 @@ async def _send_two_seconds(port: BrowserPort) -> None:
     await port.response_start("u1")
     for _ in range(20):
         await port.response_audio("u1", b"\x00\x00" * 1600, 16000)
+
+
+class SlowFirstTranscriber:
+    """Hears ``texts`` in order; the first utterance takes longer than the next ones, as a
+    long first sentence does in a busy pool."""
+
+    name = "slow-first"
+
+    def __init__(self, texts: list[str]) -> None:
+        self.texts = list(texts)
+        self.calls = 0
+
+    async def transcribe(self, pcm: bytes, *, sample_rate: int, language: str | None, call_id: str) -> str:
+        self.calls += 1
+        number = self.calls
+        if number == 1:
+            await asyncio.sleep(0.3)
+        return self.texts[min(number, len(self.texts)) - 1]
+
+
+async def test_turns_transcribed_side_by_side_reach_the_transcript_in_the_order_they_were_said(use_engines):
+    use_engines(
+        chat=ScriptedProvider([Script(tokens_of(REPLY))]),
+        speech=BeepEngine(),
+        transcriber=SlowFirstTranscriber(["What does it cost?", "Can we start next week?"]),
+    )
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    for _ in range(2):
+        request = Request("voicechat.audio.end", "req")
+        await session.audio_start(request=request, sample_rate=16000, voice_id=None, language=None)
+        session.audio_chunk(b"\x10\x20" * 8000)
+        await session.audio_end(request=request)
+    while len(session.turn_tasks):
+        await _turn_done(session)
+    await session.hangup()
+
+    assert [c[1] for c in port.calls if c[0] == "user"] == ["What does it cost?", "Can we start next week?"]
+    messages = await stored_messages(session.session_id)
+    assert [m.text for m in messages if m.role == "user"] == ["What does it cost?", "Can we start next week?"]

@@ -87,6 +87,10 @@ class Servers:
             or f"sqlite:///{self.workdir / 'bench.sqlite3'}",
             "VANTUM_MAX_CALLS": "100000",
             "VANTUM_MAX_EVENTS_PER_SECOND": "1000",
+            # Every bench caller is 127.0.0.1: the per-address and per-minute limits would
+            # refuse the load itself.
+            "VANTUM_MAX_CALLS_PER_ADDRESS": "0",
+            "VANTUM_MAX_TURNS_PER_MINUTE": "0",
         }
         if self.args.processes > 1 or self.args.workers > 1 or self.args.redis:
             env["REDIS_URL"] = self.stack.enter_context(run_redis())

@@ -120,12 +120,14 @@ def meeting_book(
     notes: str = "",
     hours: WorkingHours | None = None,
     now: dt.datetime | None = None,
+    store_outcome: bool = True,
 ) -> Meeting:
     """Book a meeting for the call ``session_id`` and mark the call ``meeting_booked``.
 
     Refuses (``BookingError``) a past time, a time outside working hours, a bad duration or
     e-mail address, and a slot that overlaps a booked meeting (then the next free slot is
     named). Two calls racing for the same start are kept apart by a unique constraint.
+    ``store_outcome=False`` leaves the call's outcome to the caller (the call's write queue).
     """
     hours = hours or working_hours()
     now = now or timezone.now()
@@ -161,7 +163,7 @@ def meeting_book(
         raise BookingError(
             f"{spoken_time(start, hours)} is already booked.{instead}", next_free=free
         ) from None
-    if session_id is not None:
+    if session_id is not None and store_outcome:
         _outcome_set(session_id, Outcome.MEETING_BOOKED, f"Meeting {spoken_time(start, hours)}")
     logger.info("call=%s meeting booked at %s", session_id, start.isoformat())
     return meeting
@@ -174,9 +176,11 @@ def callback_schedule(
     reason: str = "",
     hours: WorkingHours | None = None,
     now: dt.datetime | None = None,
+    store_outcome: bool = True,
 ) -> Callback:
     """Promise a call back at ``when`` (a task for staff) and mark the call ``callback``,
-    unless it already booked a meeting (a meeting is the better outcome and stays)."""
+    unless it already booked a meeting (a meeting is the better outcome and stays).
+    ``store_outcome=False`` leaves the call's outcome to the caller (the call's write queue)."""
     hours = hours or working_hours()
     now = now or timezone.now()
     _check_bookable(start=when, end=when, hours=hours, now=now, what="callback")
@@ -189,6 +193,7 @@ def callback_schedule(
     )
     if (
         session_id is not None
+        and store_outcome
         and not Meeting.objects.filter(call_session_id=session_id, status=Meeting.Status.BOOKED).exists()
     ):
         _outcome_set(
@@ -198,11 +203,20 @@ def callback_schedule(
     return callback
 
 
+def call_has_booked_meeting(*, session_id: uuid.UUID) -> bool:
+    return Meeting.objects.filter(call_session_id=session_id, status=Meeting.Status.BOOKED).exists()
+
+
 def call_outcome_from_agent(*, session_id: uuid.UUID, outcome: str, summary: str = "") -> str:
-    """The agent's ``end_call`` outcome. A meeting booked in this call keeps the outcome
-    ``meeting_booked`` (the summary is still stored). Returns the outcome stored."""
-    booked = Meeting.objects.filter(call_session_id=session_id, status=Meeting.Status.BOOKED).exists()
-    if booked:
+    """An outcome the agent's tools set. A meeting booked in this call keeps the outcome
+    ``meeting_booked`` (the summary is still stored). Returns the outcome stored.
+
+    Queued on the call's write queue (after the call's row) and replayable from the spool:
+    idempotent, and a later outcome overwrites an earlier one, as the agent decided. A
+    callback promised after a meeting was booked leaves the meeting's outcome as it was."""
+    if outcome != Outcome.MEETING_BOOKED and call_has_booked_meeting(session_id=session_id):
+        if outcome == Outcome.CALLBACK:
+            return Outcome.MEETING_BOOKED
         outcome = Outcome.MEETING_BOOKED
     _outcome_set(session_id, outcome, summary)
     return outcome

@@ -8,15 +8,25 @@ imports this module: the call layer builds one registry per call (``call_tool_re
 
 from __future__ import annotations
 
+import functools
+import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import DatabaseError
 from django.utils import timezone
 
 from bookings import services
 from bookings.services import BookingError
 from llm.tools import Tool, ToolContext, ToolError, ToolRegistry, ToolResult
+
+logger = logging.getLogger(__name__)
+
+# Queues a write that belongs to the call (``TranscriptRecorder.record``): run in order after
+# the call's own row, retried and spooled through a database outage.
+RecordWrite = Callable[..., None]
 
 END_OUTCOMES = ["meeting_booked", "callback", "not_interested", "no_decision", "do_not_call"]
 
@@ -32,9 +42,24 @@ def _session(context: ToolContext) -> uuid.UUID:
     return uuid.UUID(context.call_id)
 
 
+async def _outcome_store(
+    record: RecordWrite | None, session_id: uuid.UUID, outcome: str, summary: str
+) -> None:
+    """Store the agent's outcome for the call. With the call's write queue it waits behind
+    the call's row (a tool may run before that row is written, right after the call
+    started); without one (tools run on their own) it is written at once."""
+    if record is not None:
+        record(services.call_outcome_from_agent, session_id=session_id, outcome=outcome, summary=summary)
+    else:
+        await database_sync_to_async(services.call_outcome_from_agent)(
+            session_id=session_id, outcome=outcome, summary=summary
+        )
+
+
 async def book_meeting(
     context: ToolContext,
     *,
+    record: RecordWrite | None = None,
     start: str,
     duration_minutes: int,
     attendee_email: str = "",
@@ -48,6 +73,7 @@ async def book_meeting(
             duration_minutes=duration_minutes,
             attendee_email=attendee_email,
             notes=notes,
+            store_outcome=False,
         )
     except BookingError as error:
         data = {}
@@ -56,6 +82,12 @@ async def book_meeting(
                 services.working_hours().timezone
             ).isoformat()
         raise ToolError(str(error), data=data) from None
+    await _outcome_store(
+        record,
+        _session(context),
+        services.Outcome.MEETING_BOOKED,
+        f"Meeting {services.spoken_time(meeting.start)}",
+    )
     return {
         "booked": f"{services.spoken_time(meeting.start)}, {meeting.duration_minutes} minutes",
         "start": meeting.start.astimezone(services.working_hours().timezone).isoformat(),
@@ -63,30 +95,46 @@ async def book_meeting(
     }
 
 
-async def schedule_callback(context: ToolContext, *, when: str, reason: str = "") -> dict[str, Any]:
+async def schedule_callback(
+    context: ToolContext, *, record: RecordWrite | None = None, when: str, reason: str = ""
+) -> dict[str, Any]:
     moment = _when(when)
     try:
         callback = await database_sync_to_async(services.callback_schedule)(
-            session_id=_session(context), when=moment, reason=reason
+            session_id=_session(context), when=moment, reason=reason, store_outcome=False
         )
     except BookingError as error:
         raise ToolError(str(error)) from None
+    summary = f"Call back {services.spoken_time(callback.due_at)}: {callback.reason}".rstrip(": ")
+    await _outcome_store(record, _session(context), services.Outcome.CALLBACK, summary)
     return {"callback": services.spoken_time(callback.due_at)}
 
 
-async def end_call(context: ToolContext, *, outcome: str, summary: str = "") -> ToolResult:
-    stored = await database_sync_to_async(services.call_outcome_from_agent)(
-        session_id=_session(context), outcome=outcome, summary=summary
-    )
+async def end_call(
+    context: ToolContext, *, record: RecordWrite | None = None, outcome: str, summary: str = ""
+) -> ToolResult:
+    session_id = _session(context)
+    try:
+        # A meeting booked in this call stays the outcome (call_outcome_from_agent keeps it).
+        booked = await database_sync_to_async(services.call_has_booked_meeting)(session_id=session_id)
+    except DatabaseError:
+        # The database is down: still end the call; the queued outcome is applied later.
+        logger.warning("call=%s end_call: bookings not readable, outcome %s queued", session_id, outcome)
+        booked = False
+    await _outcome_store(record, session_id, outcome, summary)
+    stored = services.Outcome.MEETING_BOOKED if booked else outcome
     return ToolResult.success(
         {"ending": True, "outcome": stored, "next": "Say a short, warm goodbye. The call ends after it."},
         ends_call=True,
     )
 
 
-def call_tool_registry(*, timeout: float) -> ToolRegistry:
+def call_tool_registry(*, timeout: float, record: RecordWrite | None = None) -> ToolRegistry:
     """The tools of one call. Descriptions carry today's date, the business timezone and
-    working hours, so the model can turn "next Tuesday at ten" into a time."""
+    working hours, so the model can turn "next Tuesday at ten" into a time.
+
+    ``record`` is the call's write queue: outcomes the tools set are queued there, behind the
+    call's own row, so one set a moment after the call started is never lost."""
     hours = services.working_hours()
     now = timezone.now().astimezone(hours.timezone)
     today = f"Now it is {now:%A %Y-%m-%d %H:%M} in {hours.timezone.key}."
@@ -123,7 +171,7 @@ def call_tool_registry(*, timeout: float) -> ToolRegistry:
                     "required": ["start", "duration_minutes"],
                     "additionalProperties": False,
                 },
-                handler=book_meeting,
+                handler=functools.partial(book_meeting, record=record),
             ),
             Tool(
                 name="schedule_callback",
@@ -140,7 +188,7 @@ def call_tool_registry(*, timeout: float) -> ToolRegistry:
                     "required": ["when"],
                     "additionalProperties": False,
                 },
-                handler=schedule_callback,
+                handler=functools.partial(schedule_callback, record=record),
             ),
             Tool(
                 name="end_call",
@@ -157,7 +205,7 @@ def call_tool_registry(*, timeout: float) -> ToolRegistry:
                     "required": ["outcome"],
                     "additionalProperties": False,
                 },
-                handler=end_call,
+                handler=functools.partial(end_call, record=record),
             ),
         ],
         timeout=timeout,

@@ -58,6 +58,7 @@ SPOOLABLE = frozenset(
         "calls.services:message_record_assistant",
         "calls.services:message_mark_interrupted",
         "bookings.services:bookings_link_call",
+        "bookings.services:call_outcome_from_agent",
     }
 )
 

@@ -149,7 +149,7 @@ class CallSession:
             provider=self.engines.chat,
             config=config,
             metrics=LLM_METRICS,
-            tools=call_tool_registry(timeout=config.tool_timeout),
+            tools=call_tool_registry(timeout=config.tool_timeout, record=self.recorder.record),
         )
         self._started = True
         _active_calls.add(self.session_id)

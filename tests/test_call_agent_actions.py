@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import functools
 import json
 import time
 
@@ -16,6 +17,7 @@ import pytest
 from channels.db import database_sync_to_async
 
 from bookings.models import Meeting
+from calls import services
 from calls.session import CallSession, Request
 from llm.demo import build_demo_provider
 from llm.fake_openai import FakeOpenAI, FakeReply, FakeToolCall, Fault
@@ -110,6 +112,46 @@ async def test_end_call_waits_for_the_goodbye_audio_then_ends_the_call_and_store
     reply = (await stored_messages(session.session_id))[-1]
     assert [(t["name"], t["ok"]) for t in reply.tool_calls] == [("end_call", True)]
     assert reply.text == "Thanks for your time. Have a great day, goodbye!"
+
+
+async def test_outcomes_set_before_the_call_row_is_written_are_stored_in_order(use_engines, monkeypatch):
+    # A slow database: the call's own row is written 0.6 s after the call started, while
+    # the model books a meeting and ends the call at once (CI saw end_call land first).
+    original_start = services.call_start
+
+    @functools.wraps(original_start)
+    def slow_call_start(**kwargs):
+        time.sleep(0.6)
+        return original_start(**kwargs)
+
+    monkeypatch.setattr(services, "call_start", slow_call_start)
+    day = _tuesday_in_five_weeks()
+    _fake, provider = _fake_model(
+        FakeReply(
+            text="Booked. ||BREAK|| Goodbye!",
+            tool_calls=[
+                FakeToolCall("book_meeting", {"start": f"{day}T10:00", "duration_minutes": 30}),
+                FakeToolCall("end_call", {"outcome": "not_interested", "summary": "Wants the demo only"}),
+            ],
+        )
+    )
+    use_engines(chat=provider, speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await _say(session, port, "Tuesday at ten works, then I have to go.")
+    await asyncio.wait_for(port.closed.wait(), 5)
+    await session.hangup()
+
+    call = await stored_call(session.session_id)
+    # The booked meeting outranks the outcome given with end_call; its summary is kept.
+    assert (call.end_reason, call.outcome, call.outcome_source, call.outcome_summary) == (
+        "agent_ended",
+        "meeting_booked",
+        "agent",
+        "Wants the demo only",
+    )
+    assert [meeting.start.date() for meeting in await _meetings(session.session_id)] == [day]
 
 
 def _tuesday_in_five_weeks() -> dt.date:

@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 from calls import live, telemetry
 from calls.session import CallSession, Request, has_capacity
 from telephony import services, twilio_client
-from telephony.audio import PhoneInbound
+from telephony.audio import PhoneInbound, with_phone_speech
 from telephony.endpointing import SPEECH_STARTED, SPEECH_STOPPED, EnergyEndpointer
 from telephony.models import Direction, PhoneCall
 from telephony.opener import speak_opener
@@ -153,6 +153,8 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             on_cleared=self._keep_heard,
         )
         session = CallSession(port=self.port, transport="twilio")
+        # An engine that renders 8 kHz itself (Cartesia) speaks at the phone's rate: no resampling.
+        session.engines = with_phone_speech(session.engines)
         self.port.call_id = session.session_id
         try:
             await session.start()

@@ -8,8 +8,9 @@ Cancelling a synthesis (barge-in) sends ``{"context_id": ..., "cancel": true}``.
 through it and its audio needs no resampling (only the G.711 μ-law encode, a table look-up).
 Cartesia could send μ-law itself (``pcm_mulaw``), but everything between the engine and
 the phone (framing, pacing, heard-audio accounting, the call recording) counts 16-bit PCM
-samples; the encode it would save costs about 0.01 ms per second of speech (measured in
-``bench/bench_phone.py``), so the phone variant asks for ``pcm_s16le``.
+samples. Passing μ-law through would save the encode and half of Cartesia's bytes, about
+0.1 ms CPU per second of speech (``bench/bench_phone.py --engine-rates``), against a second
+audio encoding in all of those; so the phone variant asks for ``pcm_s16le``.
 """
 
 from __future__ import annotations

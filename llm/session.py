@@ -14,7 +14,7 @@ from typing import Any
 
 from llm.chunking import SemanticChunker
 from llm.config import LLMConfig
-from llm.context import ConversationContext
+from llm.context import ContextMessage, ConversationContext
 from llm.metrics import LLMServiceMetrics
 from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
@@ -65,6 +65,8 @@ class Conversation:
         self.last_activity_at = self.created_at
         self._turn_lock = asyncio.Lock()
         self._waiting = 0
+        # The newest reply and its context entries: a barge-in may still shorten it.
+        self._last_reply: tuple[Reply, list[ContextMessage]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -167,7 +169,22 @@ class Conversation:
         finally:
             reply.finished_at = time.monotonic()
             self.last_activity_at = reply.finished_at
-            self.context.add_reply(reply.context_messages(), timestamp=time.time())
+            self.add_spoken(reply)
+
+    def add_spoken(self, reply: Reply) -> None:
+        """Put what the caller heard of ``reply`` into the context (a model reply, or words
+        the call said on its own, such as an outbound call's opener)."""
+        self._last_reply = (reply, self.context.add_reply(reply.context_messages(), timestamp=time.time()))
+
+    def revise_reply(self, reply: Reply) -> None:
+        """``reply`` was cut after it entered the context (``Reply.keep_heard``): the model
+        keeps only what the caller heard of it. A no-op for any other reply."""
+        if self._last_reply is None or self._last_reply[0] is not reply:
+            return
+        entries = self.context.replace_reply(
+            self._last_reply[1], reply.context_messages(), timestamp=time.time()
+        )
+        self._last_reply = (reply, entries)
 
 
 ExpireCallback = Callable[[str, str], Awaitable[None]]

@@ -209,6 +209,27 @@ def test_parameters_out_of_range_are_refused_and_a_missing_marker_only_warns(adm
     assert PromptVersion.objects.filter(system_prompt="You are a sales rep. Be brief.").exists()
 
 
+def test_the_outbound_opener_is_edited_with_the_prompt_and_bad_placeholders_are_refused(
+    admin_client, version
+):
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/",
+        _form(version, opener="Hi {first_name}, Alex here."),
+    )
+    assert response.status_code == 200
+    assert "unknown placeholder {first_name}: use {name} or {company}" in response.content.decode()
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/", _form(version, opener="Hi {name")
+    )
+    assert "write a literal brace as {{ or }}" in response.content.decode()
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/",
+        _form(version, opener="Hi {name}, Alex from {company}'s {{partner}}."),
+    )
+    assert response.status_code == 302
+    assert PromptVersion.objects.get(is_active=True).opener == "Hi {name}, Alex from {company}'s {{partner}}."
+
+
 def test_a_version_used_by_calls_cannot_be_deleted(admin_client, version):
     admin_client.post(f"/admin/agents/promptversion/{version.pk}/change/", _form(version, temperature=0.2))
     make_call(version)

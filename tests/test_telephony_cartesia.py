@@ -80,6 +80,24 @@ def test_the_8_khz_path_is_what_the_resampling_path_gives_for_8_khz_input():
     assert b"".join(frames)[: len(expected)] == expected
 
 
+def test_only_engines_that_render_8_khz_are_swapped_for_the_phone():
+    from calls.engines import Engines
+    from tests.support import BeepEngine
+
+    cartesia = CartesiaEngine(api_key="k", default_voice=VOICE)
+    chat = ScriptedProvider([])
+    engines = Engines(chat=chat, speech=cartesia, transcriber=None)
+    phone = audio.with_phone_speech(engines)
+    assert (phone.chat, phone.transcriber) == (chat, None)
+    assert phone.speech is cartesia.for_rate(8000)
+    assert (phone.speech.sample_rate(VOICE), engines.speech is cartesia) == (
+        8000,
+        True,
+    )  # browser keeps 24 kHz
+    beep = Engines(chat=chat, speech=BeepEngine(), transcriber=None)
+    assert audio.with_phone_speech(beep) is beep  # no for_rate: resampled as before
+
+
 # ------------------------------------------------------------------ a phone call through Twilio
 
 
@@ -213,7 +231,8 @@ async def test_barge_in_on_cartesia_at_8_khz_clears_and_keeps_what_the_marks_say
     await leg.until_closed()
     await leg.hang_up()
 
-    sent = ulaw_encode(fake.audio_sent())
+    pcm = fake.audio_sent()  # a cancelled synthesis may end mid-sample
+    sent = ulaw_encode(pcm[: len(pcm) - len(pcm) % 2])
     assert len(leg.played) < len(_media_ulaw(leg))  # audio was sent ahead and dropped
     assert bytes(leg.played) == sent[: len(leg.played)]  # what played is Cartesia's audio
     assert {r["output_format"]["sample_rate"] for r in fake.requests} == {8000}

@@ -151,6 +151,22 @@ def engine_rate_cost(seconds: float = 60.0, repeats: int = 7) -> dict[str, dict[
     return result
 
 
+def first_frame_after_ms(rate: int) -> int:
+    """Engine audio (ms, fed in 10 ms blocks) before ``PhoneOutbound`` gives out the reply's
+    first 20 ms frame: the resampler's filter holds audio back; 8 kHz has none."""
+    import numpy as np
+
+    from telephony.audio import PhoneOutbound
+
+    n = np.arange(rate)
+    pcm = (6000 * np.sin(2 * np.pi * 180 * n / rate)).astype("<i2").tobytes()
+    outbound, block = PhoneOutbound(rate), rate * 2 // 100
+    for fed, start in enumerate(range(0, len(pcm), block), start=1):
+        if outbound.feed(pcm[start : start + block]):
+            return fed * 10
+    return -1
+
+
 def print_engine_rate_cost() -> None:
     labels = {
         "24k": "24 kHz PCM (resample + μ-law)",
@@ -164,6 +180,10 @@ def print_engine_rate_cost() -> None:
             f"with Cartesia + Twilio messages {row['total_ms_per_s']:.3f} ms; "
             f"Cartesia sends {row['cartesia_kb_per_s']:.1f} kB/s"
         )
+    print(
+        "first 20 ms phone frame after "
+        + ", ".join(f"{first_frame_after_ms(rate)} ms of {rate} Hz audio" for rate in (24000, 22050, 8000))
+    )
 
 
 async def _question_frames(text: str) -> list[bytes]:

@@ -162,6 +162,7 @@ class PhoneOutbound:
         return len(self._pending)
 
     def pending_seconds(self) -> float:
+        """The same, in seconds."""
         return len(self._pending) / PHONE_RATE
 
     def _take_frames(self) -> list[bytes]:

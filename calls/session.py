@@ -32,6 +32,7 @@ from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
 from calls.webhook import schedule_call_report
+from llm.prefetch import PrefetchingProvider
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
@@ -150,9 +151,11 @@ class CallSession:
         version = await database_sync_to_async(instances.prompt_version_for_new_call)()
         config = instances.llm_config_for_new_call(version)
         self.prompt_version = version
+        chat = self.engines.chat
         self.conversation = Conversation(
             call_id=self.session_id,
-            provider=self.engines.chat,
+            # Per call: it holds this call's preemptive request (hands-free only).
+            provider=PrefetchingProvider(chat) if config.preemptive_generation else chat,
             config=config,
             metrics=LLM_METRICS,
             tools=call_tool_registry(timeout=config.tool_timeout, record=self.recorder.record),
@@ -191,6 +194,8 @@ class CallSession:
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
         self._release_utterance()
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
         if self.listener is not None:
@@ -425,6 +430,17 @@ class CallSession:
             self.transcribing.pop(task, None)
             self._carry(heard.audio)
         await self._barge_in()
+
+    def caller_may_be_done(self, text: str) -> None:
+        """Preemptive generation: the caller paused after ``text``; unless a turn is still
+        being transcribed or answered, ask the model now (held until the turn takes it)."""
+        if self.conversation is None or self.transcribing or self.turn_tasks:
+            return
+        self.conversation.prefetch(text)
+
+    def caller_went_on(self) -> None:
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
 
     def _agent_may_be_speaking(self) -> bool:
         if self.replying is not None:

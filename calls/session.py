@@ -511,7 +511,13 @@ class CallSession:
             await self.port.response_stop(speaker.utterance_id)
             self._keep_heard(reply, speaker)
             self._record_heard(reply, seq)
-            self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+            self._publish(
+                {
+                    "kind": "stop",
+                    "utteranceId": speaker.utterance_id,
+                    "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
+                }
+            )
 
     def _mark_last_reply_heard(self) -> None:
         """At hang-up: a finished reply whose audio was still playing was cut off.
@@ -823,8 +829,10 @@ class CallSession:
                 "utteranceId": utterance_id,
                 "text": said,
                 "interrupted": reply.interrupted,
+                "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
                 "fallbackTier": reply.fallback_tier,
                 "metrics": metrics,  # the timing line staff see under the reply
+                "toolCalls": [call.record() for call in reply.tool_calls],
             }
         )
 

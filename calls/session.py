@@ -216,12 +216,14 @@ class CallSession:
         )
         self._publish({"kind": "ended", "reason": reason})
         try:
+            if self.recording is not None:
+                # Resampled and written in a worker thread while the rows above are written;
+                # the call's pointer to it is queued after them (kept through an outage).
+                await self.recording.save(record=self.recorder.record)
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
             self._closed.set()
-        if self.recording is not None:
-            await self.recording.save()  # resampled and written in a worker thread
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 

@@ -32,6 +32,7 @@ from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
 from calls.webhook import schedule_call_report
+from llm.prefetch import PrefetchingProvider
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
@@ -150,9 +151,11 @@ class CallSession:
         version = await database_sync_to_async(instances.prompt_version_for_new_call)()
         config = instances.llm_config_for_new_call(version)
         self.prompt_version = version
+        chat = self.engines.chat
         self.conversation = Conversation(
             call_id=self.session_id,
-            provider=self.engines.chat,
+            # Per call: it holds this call's preemptive request (hands-free only).
+            provider=PrefetchingProvider(chat) if config.preemptive_generation else chat,
             config=config,
             metrics=LLM_METRICS,
             tools=call_tool_registry(timeout=config.tool_timeout, record=self.recorder.record),
@@ -191,6 +194,8 @@ class CallSession:
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
         self._release_utterance()
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
         if self.listener is not None:
@@ -211,12 +216,14 @@ class CallSession:
         )
         self._publish({"kind": "ended", "reason": reason})
         try:
+            if self.recording is not None:
+                # Resampled and written in a worker thread while the rows above are written;
+                # the call's pointer to it is queued after them (kept through an outage).
+                await self.recording.save(record=self.recorder.record)
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
             self._closed.set()
-        if self.recording is not None:
-            await self.recording.save()  # resampled and written in a worker thread
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
@@ -426,6 +433,17 @@ class CallSession:
             self._carry(heard.audio)
         await self._barge_in()
 
+    def caller_may_be_done(self, text: str) -> None:
+        """Preemptive generation: the caller paused after ``text``; unless a turn is still
+        being transcribed or answered, ask the model now (held until the turn takes it)."""
+        if self.conversation is None or self.transcribing or self.turn_tasks:
+            return
+        self.conversation.prefetch(text)
+
+    def caller_went_on(self) -> None:
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
+
     def _agent_may_be_speaking(self) -> bool:
         if self.replying is not None:
             return True
@@ -495,7 +513,13 @@ class CallSession:
             await self.port.response_stop(speaker.utterance_id)
             self._keep_heard(reply, speaker)
             self._record_heard(reply, seq)
-            self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+            self._publish(
+                {
+                    "kind": "stop",
+                    "utteranceId": speaker.utterance_id,
+                    "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
+                }
+            )
 
     def _mark_last_reply_heard(self) -> None:
         """At hang-up: a finished reply whose audio was still playing was cut off.
@@ -807,8 +831,10 @@ class CallSession:
                 "utteranceId": utterance_id,
                 "text": said,
                 "interrupted": reply.interrupted,
+                "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
                 "fallbackTier": reply.fallback_tier,
                 "metrics": metrics,  # the timing line staff see under the reply
+                "toolCalls": [call.record() for call in reply.tool_calls],
             }
         )
 

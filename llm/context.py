@@ -109,6 +109,16 @@ class ConversationContext:
             history = self._newest_within(budget)
         return [{"role": "system", "content": system_prompt}] + [m.request_entry() for m in history]
 
+    def request_messages_after(self, user_text: str, system_prompt: str) -> list[dict[str, Any]]:
+        """The ``messages`` a turn ``user_text`` would send next (limits applied as
+        ``add_user`` would), leaving this context unchanged."""
+        preview = ConversationContext(
+            max_messages=self.max_messages, max_context_tokens=self.max_context_tokens
+        )
+        preview.messages, preview._tokens = list(self.messages), self._tokens
+        preview.add_user(user_text, timestamp=0.0)
+        return preview.request_messages(system_prompt)
+
     @property
     def last_message_at(self) -> float | None:
         return self.messages[-1].timestamp if self.messages else None

@@ -16,6 +16,7 @@ from llm.chunking import SemanticChunker
 from llm.config import LLMConfig
 from llm.context import ContextMessage, ConversationContext
 from llm.metrics import LLMServiceMetrics
+from llm.prefetch import PrefetchingProvider
 from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
 from llm.tools import DEFAULT_GOODBYE, ToolRegistry
@@ -170,6 +171,30 @@ class Conversation:
             reply.finished_at = time.monotonic()
             self.last_activity_at = reply.finished_at
             self.add_spoken(reply)
+
+    def prefetch(self, user_text: str) -> bool:
+        """Start the model request a turn ``user_text`` would make now, held until that
+        turn takes it (``llm.prefetch``). Only while no turn runs or waits (the context
+        would change first) and when the provider can hold one. Returns whether it started."""
+        if not isinstance(self.provider, PrefetchingProvider) or self.busy or self._waiting:
+            return False
+        offered: dict[str, Any] = {}
+        if self.tools:  # what the first round of ``stream_reply`` offers
+            offered = {
+                "tools": self.tools.schemas(),
+                "tool_choice": "none" if self.config.max_tool_rounds <= 0 else None,
+            }
+        self.provider.start(
+            messages=self.context.request_messages_after(user_text, self.system_prompt()),
+            params=self.config.params,
+            call_id=self.call_id,
+            **offered,
+        )
+        return True
+
+    def discard_prefetch(self) -> None:
+        if isinstance(self.provider, PrefetchingProvider):
+            self.provider.discard()
 
     def add_spoken(self, reply: Reply) -> None:
         """Put what the caller heard of ``reply`` into the context (a model reply, or words

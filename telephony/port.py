@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from calls.session import Request
@@ -45,8 +45,6 @@ class _Reply:
     played_samples: int = 0
     last_mark_samples: int = 0
     chunk: int = -1
-    chunk_starts: dict[int, int] = field(default_factory=dict)  # index -> samples sent before it
-    finished_chunks: list[int] = field(default_factory=list)  # chunks whose end mark came back
     cleared: bool = False
     complete: bool = False
 
@@ -61,13 +59,11 @@ class TwilioPort:
         stream_sid: str,
         send_text: Callable[[str], Awaitable[None]],
         on_close: Callable[[int], Awaitable[None]],
-        on_cleared: Callable[[str, list[int]], None] | None = None,
         call_id: str = "",
     ) -> None:
         self.stream_sid = stream_sid
         self.send_text = send_text
         self.on_close = on_close
-        self.on_cleared = on_cleared
         self.call_id = call_id
         self.closed = False
         self.end_reason = ""
@@ -119,7 +115,6 @@ class TwilioPort:
         if reply.chunk >= 0:
             await self._mark(reply, chunk=reply.chunk, utterance_id=utterance_id)
         reply.chunk = index
-        reply.chunk_starts[index] = reply.sent_samples + _pending_samples(reply)
 
     async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
         reply = self._replies.setdefault(utterance_id, _Reply())
@@ -146,8 +141,6 @@ class TwilioPort:
         reply = self._replies.get(utterance_id)
         if reply is not None and not reply.cleared:
             reply.cleared = True
-            if self.on_cleared is not None:
-                self.on_cleared(utterance_id, self.heard_chunks(utterance_id))
         for name in [n for n, m in self._marks.items() if m.utterance_id == utterance_id]:
             del self._marks[name]
         if not self._marks:
@@ -193,20 +186,8 @@ class TwilioPort:
         reply = self._replies.get(mark.utterance_id)
         if reply is not None and not reply.cleared:
             reply.played_samples = max(reply.played_samples, mark.samples)
-            if mark.chunk is not None and mark.chunk not in reply.finished_chunks:
-                reply.finished_chunks.append(mark.chunk)
         if not self._marks:
             self._all_played.set()
-
-    def heard_chunks(self, utterance_id: str) -> list[int]:
-        """Indexes of this reply's chunks the caller heard (some or all of), by the marks
-        Twilio acknowledged: a chunk counts once audio past its start was reported played,
-        as a browser reply counts a chunk once its audio began."""
-        reply = self._replies.get(utterance_id)
-        if reply is None:
-            return []
-        heard = {i for i, start in reply.chunk_starts.items() if start < reply.played_samples}
-        return sorted(heard | set(reply.finished_chunks))
 
     def stop_waiting(self) -> None:
         """The stream is gone: nothing more will be played or acknowledged."""
@@ -220,8 +201,3 @@ class TwilioPort:
         except TimeoutError:
             return False
         return True
-
-
-def _pending_samples(reply: _Reply) -> int:
-    """Audio of the reply converted but not yet sent (part of the next 20 ms frame)."""
-    return reply.outbound.pending_samples() if reply.outbound is not None else 0

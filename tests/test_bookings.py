@@ -292,3 +292,38 @@ def test_the_call_view_shows_each_tool_call_with_its_arguments_and_result(admin_
     assert page.count('data-testid="tool-call"') == 2
     assert "book_meeting · refused" in page and "book_meeting · done" in page
     assert "{&quot;start&quot;: &quot;y&quot;}" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_booking_made_while_another_call_writes_waits_for_it_instead_of_failing():
+    # Another call's write queue holds SQLite's write lock for a moment (PostgreSQL rows
+    # lock per row; this is about the embedded default). CI once saw the booking fail
+    # with "database is locked" here: a transaction that read and then wanted to write.
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's database-wide write lock")
+    session_id = _call()
+    writing, done = threading.Event(), threading.Event()
+
+    def other_call_writes() -> None:
+        try:
+            with transaction.atomic():
+                call_services.call_start(
+                    session_id=uuid.uuid4(), started_at=timezone.now(), prompt_version_id=None
+                )
+                writing.set()
+                done.wait(0.5)  # still inside its transaction
+        finally:
+            connections.close_all()
+
+    other = threading.Thread(target=other_call_writes)
+    other.start()
+    assert writing.wait(5)
+    meeting = _book(session_id, TUESDAY_10)
+    done.set()
+    other.join(5)
+    assert Meeting.objects.get().pk == meeting.pk
+    assert Call.objects.get(session_id=session_id).outcome == "meeting_booked"

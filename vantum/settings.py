@@ -283,9 +283,14 @@ else:
             "NAME": BASE_DIR / "db.sqlite3",
             # Async tests write from another thread; an in-memory test DB is per connection.
             "TEST": {"NAME": BASE_DIR / "test_db.sqlite3"},
-            "OPTIONS": {"timeout": 20},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Calls write from several threads (each call's write queue, tools). A deferred SQLite
+    # transaction that reads and then writes (a booking checks the slot, then inserts)
+    # fails at once with "database is locked" when another connection is writing;
+    # IMMEDIATE takes the write lock up front, so it waits (up to the timeout) instead.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 
 if REDIS_URL:
     CHANNEL_LAYERS = {

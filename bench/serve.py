@@ -49,10 +49,20 @@ def main() -> None:
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
     parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
+    parser.add_argument(
+        "--ws-deflate", action="store_true", help="uvicorn: permessage-deflate on (its default)"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        default="",
+        help="trace allocations; each SIGUSR1 dumps a snapshot to <this>-<n>.snapshot (one process)",
+    )
     args = parser.parse_args()
     if args.workers > 1 and args.server != "uvicorn":
         parser.error("--workers needs --server uvicorn")
     os.environ[CONFIG_VARIABLE] = json.dumps(vars(args))
+    if args.tracemalloc:
+        trace_allocations(args.tracemalloc)
 
     profiler = None
     if args.profile:
@@ -73,6 +83,23 @@ def main() -> None:
             )
 
 
+def trace_allocations(prefix: str) -> None:
+    """Trace Python allocations from here on (25 frames deep); each SIGUSR1 writes a snapshot
+    ``<prefix>-<n>.snapshot`` (``tracemalloc.Snapshot.load``), then ``<prefix>-<n>.done``."""
+    import tracemalloc
+
+    tracemalloc.start(25)
+    taken = [0]
+
+    def dump(*_: object) -> None:
+        taken[0] += 1
+        path = f"{prefix}-{taken[0]}"
+        tracemalloc.take_snapshot().dump(path + ".snapshot")
+        Path(path + ".done").touch()
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def serve(args: argparse.Namespace) -> None:
     if args.server == "uvicorn":
         import uvicorn
@@ -89,6 +116,9 @@ def serve(args: argparse.Namespace) -> None:
             http=args.http,
             log_level="warning",
             ws_max_size=4 * 1024 * 1024,
+            # As the README's production commands: no per-message compression (its zlib
+            # state was ~45 KB of every idle call, and audio barely compresses).
+            ws_per_message_deflate=args.ws_deflate,
         )
     else:
         from daphne.server import Server

@@ -136,12 +136,22 @@ def refresh_cached_prompt_version() -> None:
     _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
 
 
+# Configs in use, each by itself (LLMConfig is frozen and hashable): a call keeps its config
+# for its whole life, and every call reading the same version then shares one copy of the
+# prompt texts instead of holding its own (~3 KB a call). Small: versions change rarely.
+_shared_configs: dict[Any, Any] = {}
+SHARED_CONFIGS_MAX = 16
+
+
 def llm_config_for_new_call(version: Any) -> Any:
     from agents.selectors import llm_config_for_version
 
     if version is None:
         return settings.VANTUM_LLM
-    return llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+    config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+    if len(_shared_configs) >= SHARED_CONFIGS_MAX and config not in _shared_configs:
+        _shared_configs.clear()
+    return _shared_configs.setdefault(config, config)
 
 
 # ------------------------------------------------------------------ heartbeat

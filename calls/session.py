@@ -134,7 +134,7 @@ class CallSession:
         self.transcribing: dict[asyncio.Task[None], HeardTurn] = {}  # voice turns not yet committed
         self.carry_audio = b""  # a turn the caller went on from: joins the next one
         self.voices_told: set[str] = set()
-        self._closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None  # made on first use (memory of idle calls)
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -208,7 +208,7 @@ class CallSession:
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
-            self._closed.set()
+            self._closed_event().set()
         if self.recording is not None:
             await self.recording.save()  # resampled and written in a worker thread
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
@@ -232,7 +232,13 @@ class CallSession:
         """Server shutdown: end the call, then wait until its rows are stored (or spooled)."""
         message = SHUTDOWN_MESSAGE if reason == instances.SHUTDOWN_REASON else None
         await self.end(reason=reason, message=message)
-        await asyncio.wait_for(self._closed.wait(), settings.VANTUM_SHUTDOWN_SECONDS)
+        await asyncio.wait_for(self._closed_event().wait(), settings.VANTUM_SHUTDOWN_SECONDS)
+
+    def _closed_event(self) -> asyncio.Event:
+        """Set once the call's rows are stored (or spooled) at hang-up."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        return self._closed
 
     # ---------------------------------------------------------------- caller input
     async def audio_start(

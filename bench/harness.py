@@ -121,6 +121,8 @@ class Servers:
                 command.append("--buffered")
             if getattr(self.args, "profile", ""):
                 command += ["--profile", str(Path(self.args.profile).resolve())]
+            if self.args.ws != "auto":
+                command += ["--ws", self.args.ws]
             if getattr(self.args, "ws_deflate", False):
                 command.append("--ws-deflate")
             if getattr(self.args, "tracemalloc", False):
@@ -801,6 +803,7 @@ def main() -> None:
         p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing one port")
         p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
         p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+        p.add_argument("--ws", choices=["auto", "websockets", "websockets-sansio", "wsproto"], default="auto")
         p.add_argument("--open-loop", action="store_true", help="the issue's open-loop callers (barge-ins)")
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")

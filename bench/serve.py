@@ -33,6 +33,7 @@ REPLY = (
 )
 
 
+WS_CHOICES = ["auto", "websockets", "websockets-sansio", "wsproto"]
 CONFIG_VARIABLE = "VANTUM_BENCH_SERVE"  # the options, as JSON, for each uvicorn worker process
 
 
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes on one port")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn only")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn only")
+    parser.add_argument("--ws", choices=WS_CHOICES, default="auto", help="uvicorn only: WebSocket library")
     parser.add_argument("--ttft", type=float, default=0.3, help="seconds to the first token")
     parser.add_argument("--tps", type=float, default=50.0, help="tokens per second after the first")
     parser.add_argument("--engine", default="tone")
@@ -84,14 +86,17 @@ def main() -> None:
 
 
 def trace_allocations(prefix: str) -> None:
-    """Trace Python allocations from here on (25 frames deep); each SIGUSR1 writes a snapshot
-    ``<prefix>-<n>.snapshot`` (``tracemalloc.Snapshot.load``), then ``<prefix>-<n>.done``."""
+    """Each SIGUSR1 writes a ``tracemalloc`` snapshot ``<prefix>-<n>.snapshot``
+    (``tracemalloc.Snapshot.load``), then ``<prefix>-<n>.done``. Tracing (25 frames deep)
+    starts at the first signal: a slow start-up under tracing could miss the harness's
+    timeout, and growth between two snapshots is all a benchmark compares."""
     import tracemalloc
 
-    tracemalloc.start(25)
     taken = [0]
 
     def dump(*_: object) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(25)
         taken[0] += 1
         path = f"{prefix}-{taken[0]}"
         tracemalloc.take_snapshot().dump(path + ".snapshot")
@@ -114,6 +119,7 @@ def serve(args: argparse.Namespace) -> None:
             workers=args.workers,
             loop=args.loop,
             http=args.http,
+            ws=args.ws,
             log_level="warning",
             ws_max_size=4 * 1024 * 1024,
             # As the README's production commands: no per-message compression (its zlib

@@ -115,7 +115,7 @@ class TranscriptRecorder:
         if self._queue is None:
             self._queue = deque()
         self._queue.append(item)
-        if self._task is None:
+        if self._task is None or self._task.done():  # done: cancelled before it could run
             self._task = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"recorder-{self.call_id}"
             )

@@ -26,6 +26,15 @@ class PromptVersion(models.Model):
     fallback_tier1 = models.TextField("fallback tier 1")
     fallback_tier2 = models.TextField("fallback tier 2")
     fallback_tier3 = models.TextField("fallback tier 3")
+    opener = models.TextField(
+        "outbound opener",
+        blank=True,
+        help_text=(
+            "The agent's first words when it calls a prospect (it waits for the caller on "
+            "inbound calls). {name} and {company} are filled in from the prospect; ||BREAK|| "
+            "splits it. Blank: the TELEPHONY_OPENER setting."
+        ),
+    )
     model = models.CharField("LLM model", max_length=200)
     temperature = models.FloatField()
     max_tokens = models.PositiveIntegerField()

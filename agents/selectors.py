@@ -94,6 +94,7 @@ EDITABLE_FIELDS = (
     "fallback_tier1",
     "fallback_tier2",
     "fallback_tier3",
+    "opener",
     "model",
     "temperature",
     "max_tokens",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,12 +43,32 @@ def prompt_version_validate(values: dict[str, Any]) -> PromptValidation:
             errors[tier] = "must not be empty: it is what the caller hears when the model fails"
         elif not _SPEAKABLE.search(text):
             errors[tier] = "must contain words the voice can speak"
+    opener_problem = opener_template_problem(str(values.get("opener", "")))
+    if opener_problem:
+        errors["opener"] = opener_problem
     if "system_prompt" not in errors and not BREAK_GUIDANCE.search(values["system_prompt"]):
         warnings.append(
             "The prompt does not mention the ||BREAK|| marker: replies will only be cut at sentence "
             "ends, and the first audio may come later."
         )
     return PromptValidation(errors, warnings)
+
+
+OPENER_FIELDS = ("name", "company")
+
+
+def opener_template_problem(template: str) -> str | None:
+    """Why an outbound opener cannot be filled in (None when it can): only ``{name}`` and
+    ``{company}`` are known; a literal brace is written ``{{`` or ``}}``."""
+    try:
+        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+    except ValueError as error:
+        return f"cannot be filled in ({error}); write a literal brace as {{{{ or }}}}"
+    unknown = sorted(fields - set(OPENER_FIELDS))
+    if unknown:
+        names = ", ".join("{" + field + "}" for field in unknown)
+        return f"unknown placeholder {names}: use {{name}} or {{company}}"
+    return None
 
 
 def prompt_version_ensure_initial(

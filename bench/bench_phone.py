@@ -9,6 +9,11 @@
    the Twilio simulator (``telephony/testing.py``) speaks a Piper-synthesized question as
    μ-law 8 kHz in real time, then silence, and times the end of the question's audio to
    the first ``media`` frame of the answer. Includes the end-of-turn silence.
+   ``--engine-rates``: agent audio from a 24 kHz engine (Cartesia's default output) against
+   the same engine asked for 8 kHz (``for_rate(8000)``, what a phone call uses now), per
+   second of speech: the conversion alone (soxr + μ-law), and with the Cartesia messages
+   decoded (JSON + base64) and Twilio's ``media`` messages built; plus μ-law passthrough
+   (``pcm_mulaw``, not built) for comparison. Pin it: ``taskset -c 0,1``.
 3. Concurrent phone calls in one process: N simulated calls ask at once (tone voice, fake
    recogniser, demo responder), time to first answer audio and process CPU. The simulator
    runs in the same process, so these figures include Twilio's side too (pessimistic).
@@ -68,6 +73,117 @@ def conversion_cost(seconds: float = 60.0) -> dict[str, float]:
         "agent_ms_per_s": outbound_cpu / seconds * 1000,
         "total_ms_per_s": (inbound_cpu + outbound_cpu) / seconds * 1000,
     }
+
+
+def engine_rate_cost(seconds: float = 60.0, repeats: int = 7) -> dict[str, dict[str, float]]:
+    """CPU per second of agent speech, best of ``repeats``, for three ways to the phone:
+    ``24k`` (24 kHz PCM: resample + encode), ``8k`` (8 kHz PCM: encode only, no resampler)
+    and ``ulaw`` (Cartesia's μ-law cut into frames as is; the design not taken)."""
+    import numpy as np
+
+    from telephony.audio import PhoneOutbound, ulaw_encode
+    from telephony.twilio_protocol import build_media
+
+    def speech(rate: int) -> bytes:
+        n = np.arange(int(seconds * rate))
+        wave = 6000 * np.sin(2 * np.pi * 180 * n / rate) + 2000 * np.sin(2 * np.pi * 1250 * n / rate)
+        return wave.astype("<i2").tobytes()
+
+    def messages(audio: bytes, bytes_per_second: int) -> list[str]:
+        block = bytes_per_second // 10  # Cartesia sends ~100 ms chunks
+        return [
+            json.dumps(
+                {"type": "chunk", "data": base64.b64encode(audio[i : i + block]).decode(), "done": False}
+            )
+            for i in range(0, len(audio), block)
+        ]
+
+    def decoded(message: str) -> bytes:
+        return base64.b64decode(json.loads(message)["data"])
+
+    def pcm_path(rate: int, wire: list[str], *, full: bool) -> float:
+        """``full``: from Cartesia's messages to Twilio's; else the conversion alone."""
+        items: list = wire if full else [decoded(m) for m in wire]
+        started = time.process_time()
+        outbound = PhoneOutbound(rate)
+        for item in items:
+            frames = outbound.feed(decoded(item) if full else item)
+            for frame in frames if full else ():
+                build_media("MZ0", frame)
+        tail = outbound.flush()
+        for frame in tail if full else ():
+            build_media("MZ0", frame)
+        return time.process_time() - started
+
+    def ulaw_path(wire: list[str], *, full: bool) -> float:
+        items: list = wire if full else [decoded(m) for m in wire]
+        started = time.process_time()
+        pending = bytearray()
+        for item in items:
+            pending += decoded(item) if full else item
+            whole = len(pending) - len(pending) % 160
+            frames = [bytes(pending[i : i + 160]) for i in range(0, whole, 160)]
+            del pending[:whole]
+            for frame in frames if full else ():
+                build_media("MZ0", frame)
+        return time.process_time() - started
+
+    pcm24, pcm8 = speech(24000), speech(8000)
+    wires = {
+        "24k": messages(pcm24, 48000),
+        "8k": messages(pcm8, 16000),
+        "ulaw": messages(ulaw_encode(pcm8), 8000),
+    }
+    runs = {
+        "24k": lambda full: pcm_path(24000, wires["24k"], full=full),
+        "8k": lambda full: pcm_path(8000, wires["8k"], full=full),
+        "ulaw": lambda full: ulaw_path(wires["ulaw"], full=full),
+    }
+    result = {}
+    for name, run in runs.items():
+        conversion = min(run(False) for _ in range(repeats))
+        total = min(run(True) for _ in range(repeats))
+        result[name] = {
+            "conversion_ms_per_s": conversion / seconds * 1000,
+            "total_ms_per_s": total / seconds * 1000,
+            "cartesia_kb_per_s": sum(len(m) for m in wires[name]) / seconds / 1000,
+        }
+    return result
+
+
+def first_frame_after_ms(rate: int) -> int:
+    """Engine audio (ms, fed in 10 ms blocks) before ``PhoneOutbound`` gives out the reply's
+    first 20 ms frame: the resampler's filter holds audio back; 8 kHz has none."""
+    import numpy as np
+
+    from telephony.audio import PhoneOutbound
+
+    n = np.arange(rate)
+    pcm = (6000 * np.sin(2 * np.pi * 180 * n / rate)).astype("<i2").tobytes()
+    outbound, block = PhoneOutbound(rate), rate * 2 // 100
+    for fed, start in enumerate(range(0, len(pcm), block), start=1):
+        if outbound.feed(pcm[start : start + block]):
+            return fed * 10
+    return -1
+
+
+def print_engine_rate_cost() -> None:
+    labels = {
+        "24k": "24 kHz PCM (resample + μ-law)",
+        "8k": "8 kHz PCM (μ-law only)       ",
+        "ulaw": "8 kHz μ-law passthrough      ",
+    }
+    for name, row in engine_rate_cost().items():
+        print(
+            f"agent audio from {labels[name]}: "
+            f"conversion {row['conversion_ms_per_s']:.3f} ms CPU/s of speech, "
+            f"with Cartesia + Twilio messages {row['total_ms_per_s']:.3f} ms; "
+            f"Cartesia sends {row['cartesia_kb_per_s']:.1f} kB/s"
+        )
+    print(
+        "first 20 ms phone frame after "
+        + ", ".join(f"{first_frame_after_ms(rate)} ms of {rate} Hz audio" for rate in (24000, 22050, 8000))
+    )
 
 
 async def _question_frames(text: str) -> list[bytes]:
@@ -171,14 +287,20 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=5)
     parser.add_argument("--calls", default="1,10,25")
     parser.add_argument("--concurrent-only", action="store_true")
+    parser.add_argument("--engine-rates", action="store_true", help="only the 24 vs 8 kHz engine cost")
     args = parser.parse_args()
-    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {len(os.sched_getaffinity(0))} usable cores")
+    if args.engine_rates:
+        print_engine_rate_cost()
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        return
     cost = conversion_cost()
     print(
         f"conversion: caller {cost['caller_ms_per_s']:.3f} + agent {cost['agent_ms_per_s']:.3f} = "
         f"{cost['total_ms_per_s']:.3f} ms CPU per call-second "
         f"({cost['total_ms_per_s'] / 10:.2f} % of a core per call)"
     )
+    print_engine_rate_cost()
     if args.concurrent_only:
         os.environ["VAD_ENGINE"] = "energy"  # the callers' "speech" is a square wave
         _django("tone", "fake")

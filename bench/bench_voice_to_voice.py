@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import random
@@ -223,8 +224,9 @@ def summary(turns: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-async def latency_run(turns: int, speculative: bool) -> dict[str, Any]:
+async def latency_run(turns: int, speculative: bool, preemptive: bool) -> dict[str, Any]:
     settings.STT_SPECULATIVE = speculative
+    settings.VANTUM_LLM = dataclasses.replace(settings.VANTUM_LLM, preemptive_generation=preemptive)
     session, port = await new_call()
     results = []
     for n in range(turns):
@@ -232,8 +234,17 @@ async def latency_run(turns: int, speculative: bool) -> dict[str, Any]:
         if result is not None:
             results.append(result)
     reused = session.listener.speculations_reused
+    counts = getattr(session.conversation.provider, "counts", None)
     await session.hangup()
-    return {"speculative": speculative, "failed": turns - len(results), "reused": reused, **summary(results)}
+    return {
+        "speculative": speculative,
+        "preemptive": preemptive,
+        "preemptive_used": counts.used if counts else 0,
+        "preemptive_discarded": counts.discarded if counts else 0,
+        "failed": turns - len(results),
+        "reused": reused,
+        **summary(results),
+    }
 
 
 async def capacity_level(callers: int, turns: int) -> dict[str, Any]:
@@ -318,7 +329,11 @@ async def main() -> None:
             "turn_end_silence_ms": settings.TURN_END_SILENCE_MS,
         },
     }
-    report["latency"] = [await latency_run(args.turns, True), await latency_run(args.turns, False)]
+    report["latency"] = [
+        await latency_run(args.turns, True, True),
+        await latency_run(args.turns, True, False),
+        await latency_run(args.turns, False, False),
+    ]
     levels = []
     for callers in [] if args.latency_only else [int(c) for c in args.callers.split(",")]:
         levels.append(await capacity_level(callers, args.capacity_turns))
@@ -340,13 +355,15 @@ async def main() -> None:
 def print_markdown(report: dict[str, Any]) -> None:
     print(f"load before {report['load_before']}, after {report['load_after']}, {report['cores']} cores")
     print(
-        "\n| speculative STT | turns | voice→voice p50 | p95 | end of turn p50 | STT after it p50 | "
-        "model + first audio p50 | speculations reused |"
+        "\n| speculative STT | preemptive model (used/dropped) | turns | voice→voice p50 | p95 | "
+        "end of turn p50 | STT after it p50 | model + first audio p50 | speculations reused |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for run in report["latency"]:
+        preemptive = run.get("preemptive", False)
         cells = [
             "on" if run["speculative"] else "off",
+            f"on ({run['preemptive_used']}/{run['preemptive_discarded']})" if preemptive else "off",
             str(run["turns"]),
             f"{run['voice_to_voice_ms_p50']:.0f} ms",
             f"{run['voice_to_voice_ms_p95']:.0f} ms",

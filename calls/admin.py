@@ -304,7 +304,7 @@ class CallAdmin(admin.ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": f"Call metrics, last {days} days",
-            "data": dashboard_data(days=days),
+            "data": dashboard_data(days=days, links=request.user.has_perm(REVIEW_PERMISSION)),
             "day_choices": (1, 7, 30, 90),
             "can_open_calls": request.user.has_perm(REVIEW_PERMISSION),
         }

@@ -9,6 +9,7 @@ chart's link opens exactly the calls the bar counts.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -362,7 +363,17 @@ def version_comparison(*, calls, since: datetime) -> list[dict[str, Any]]:
     return result
 
 
-def dashboard_data(*, days: int = 7) -> dict[str, Any]:
+_LINK = re.compile(r'<a href="[^"]*">|</a>')
+
+
+def without_links(chart: SafeString) -> SafeString:
+    """The chart with its bars no longer links (for staff who may not open calls: a
+    prompt editor compares versions here but reads no transcript)."""
+    return mark_safe(_LINK.sub("", chart))  # our own SVG, with its anchors removed
+
+
+def dashboard_data(*, days: int = 7, links: bool = True) -> dict[str, Any]:
+    """The dashboard's figures and charts. ``links``: bars open the matching calls."""
     now = timezone.now()
     since = now - timedelta(days=days)
     window = Call.objects.filter(started_at__gte=since)
@@ -412,7 +423,7 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
         for value, name in Outcome.choices
     ]
     end_reasons = dict(calls.order_by().values_list("end_reason").annotate(n=Count("id", distinct=True)))
-    return {
+    data = {
         "days": days,
         "first_audio_summary": first_audio_summary,
         "calls": calls.count(),
@@ -480,3 +491,6 @@ def dashboard_data(*, days: int = 7) -> dict[str, Any]:
         "peak_concurrent": peak_concurrency(list(window.values_list("started_at", "ended_at")), now),
         "versions": version_comparison(calls=calls, since=since),
     }
+    if not links:
+        data.update({key: without_links(value) for key, value in data.items() if key.endswith("_chart")})
+    return data

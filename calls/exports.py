@@ -41,6 +41,8 @@ def _cell(value: Any) -> Any:
     dates are left alone. The JSON export keeps the exact text.
     """
     value = _plain(value)
+    if isinstance(value, list):  # tool calls: one JSON cell, empty when there were none
+        value = json.dumps(value) if value else ""
     if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
         return "'" + value
     return value

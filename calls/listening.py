@@ -91,6 +91,15 @@ class ListeningHost(Protocol):
         """Answer this turn (start its task; must not wait for the answer)."""
         ...
 
+    def caller_may_be_done(self, text: str) -> None:
+        """The caller paused and ``text`` is what they said so far: their turn if they stay
+        silent (the call may start its answer's model request now)."""
+        ...
+
+    def caller_went_on(self) -> None:
+        """The words given to ``caller_may_be_done`` are not the turn after all."""
+        ...
+
 
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
@@ -219,6 +228,7 @@ class Listener:
                     self._pause_started(item.audio)
                 elif isinstance(item, td.SpeechResumed):
                     self._cancel_speculation()
+                    self.host.caller_went_on()
                 elif isinstance(item, td.TurnEnded):
                     await self._turn_ended(item)
             except asyncio.CancelledError:
@@ -256,6 +266,7 @@ class Listener:
         text = task.result().strip()
         if text and self._turn_open and speculation is not None and speculation[1] is task:
             self._side(self._tell("transcript_partial", text))
+            self.host.caller_may_be_done(text)
 
     def _cancel_speculation(self) -> None:
         if self._speculation is not None:
@@ -279,6 +290,7 @@ class Listener:
                 self.speculations_reused += 1
             else:
                 task.cancel()
+                self.host.caller_went_on()
         if event.forced:
             seconds = self.detector.config.max_turn_ms / 1000
             await self.host.port.speech_error(

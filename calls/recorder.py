@@ -57,6 +57,8 @@ SPOOLABLE = frozenset(
         "calls.services:message_record_user",
         "calls.services:message_record_assistant",
         "calls.services:message_mark_interrupted",
+        "calls.services:message_keep_heard",
+        "calls.services:call_attach_recording",
         "bookings.services:bookings_link_call",
         "bookings.services:call_outcome_from_agent",
     }

@@ -151,11 +151,14 @@ class CallRecording:
                 track[start:stop] += samples[: stop - start]
         return np.clip(track, -32768, 32767).astype(np.int16)
 
-    async def save(self, *, timeout: float = 60.0) -> str | None:
+    async def save(self, *, timeout: float = 60.0, record: Callable[..., None] | None = None) -> str | None:
         """Write the WAV to storage (in a worker thread) and point the call at it.
         Returns the storage name, or None when there was no audio. Never raises: a full
         disk or a storage slower than ``timeout`` seconds loses the recording, not the
-        call's other data, and does not hold up the hang-up for longer than that."""
+        call's other data, and does not hold up the hang-up for longer than that.
+
+        ``record`` is the call's write queue: the pointer is then written in order after the
+        call's rows, retried and spooled through a database outage, like them."""
         if self.empty:
             return None
         try:
@@ -166,9 +169,11 @@ class CallRecording:
 
                 from calls.services import call_attach_recording
 
-                await database_sync_to_async(call_attach_recording)(
-                    session_id=self.session_id, name=name, seconds=round(seconds, 2)
-                )
+                attach = {"session_id": self.session_id, "name": name, "seconds": round(seconds, 2)}
+                if record is not None:
+                    record(call_attach_recording, **attach)
+                else:
+                    await database_sync_to_async(call_attach_recording)(**attach)
         except Exception:
             logger.exception("call=%s recording could not be saved", self.session_id)
             return None

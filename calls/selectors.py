@@ -28,6 +28,7 @@ EXPORT_FIELDS = (
     "first_chunk_ms",
     "first_audio_ms",
     "total_ms",
+    "tool_calls",  # the agent's actions in that reply: name, arguments, ok, result
 )
 
 
@@ -92,6 +93,7 @@ def export_rows(*, call_ids: Iterable[int], chunk_size: int = 2000) -> Iterator[
             "metrics__first_chunk_ms",
             "metrics__first_audio_ms",
             "metrics__total_ms",
+            "tool_calls",
         )
     )
     for row in messages.iterator(chunk_size=chunk_size):

@@ -198,6 +198,21 @@ def message_mark_interrupted(*, session_id: uuid.UUID, seq: int, text: str | Non
     Message.objects.filter(call__session_id=session_id, seq=seq).update(**changes)
 
 
+def message_keep_heard(*, session_id: uuid.UUID, seq: int, text: str, heard: list[int]) -> None:
+    """A barge-in cut the agent's reply ``seq`` while the caller's side still had audio of
+    it to play: keep as said only ``text``, the chunks in ``heard`` (indexes); the rest was
+    sent but never played. Idempotent."""
+    message = Message.objects.filter(call__session_id=session_id, seq=seq).first()
+    if message is None:
+        return
+    keep = set(heard)
+    chunks = [
+        {**chunk, "spoken": bool(chunk.get("spoken")) and chunk.get("index") in keep}
+        for chunk in message.chunks
+    ]
+    Message.objects.filter(pk=message.pk).update(chunks=chunks, text=storable(text), interrupted=True)
+
+
 def server_instance_beat(
     *, instance_id: uuid.UUID, hostname: str, pid: int, started_at: datetime, now: datetime | None = None
 ) -> None:

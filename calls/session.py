@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -32,10 +32,14 @@ from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
 from calls.webhook import schedule_call_report
+from llm.prefetch import PrefetchingProvider
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
 from stt.audio import duration_seconds, is_silent
 from stt.base import TranscriptionError
+
+if TYPE_CHECKING:
+    from agents.models import PromptVersion
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +122,9 @@ class CallSession:
         self._turn_order: dict[asyncio.Task[None], asyncio.Future[None]] = {}
         self._last_turn_in_order: asyncio.Future[None] | None = None
         self.side_tasks: set[asyncio.Task[Any]] = set()
-        self.replying: tuple[asyncio.Task[Any], ReplySpeaker, int] | None = None
-        self.last_speaker: tuple[ReplySpeaker, int] | None = None
+        # The reply being produced, and the last one produced (it may still be playing).
+        self.replying: tuple[asyncio.Task[Any], ReplySpeaker, int, Reply] | None = None
+        self.last_speaker: tuple[ReplySpeaker, int, Reply] | None = None
         self.utterance: bytearray | None = None
         self.utterance_rate = protocol.DEFAULT_SAMPLING_RATE
         self.utterance_too_long = False
@@ -135,6 +140,7 @@ class CallSession:
         self.carry_audio = b""  # a turn the caller went on from: joins the next one
         self.voices_told: set[str] = set()
         self._closed: asyncio.Event | None = None  # made on first use (memory of idle calls)
+        self.prompt_version: PromptVersion | None = None  # set at start (None: database down, no version yet)
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -144,9 +150,12 @@ class CallSession:
         # its rows arrive after recovery.
         version = await database_sync_to_async(instances.prompt_version_for_new_call)()
         config = instances.llm_config_for_new_call(version)
+        self.prompt_version = version
+        chat = self.engines.chat
         self.conversation = Conversation(
             call_id=self.session_id,
-            provider=self.engines.chat,
+            # Per call: it holds this call's preemptive request (hands-free only).
+            provider=PrefetchingProvider(chat) if config.preemptive_generation else chat,
             config=config,
             metrics=LLM_METRICS,
             tools=call_tool_registry(timeout=config.tool_timeout, record=self.recorder.record),
@@ -185,6 +194,8 @@ class CallSession:
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
         self._release_utterance()
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
         self.end_reason = reason = self.end_reason or "hangup"
         if self.listener is not None:
@@ -205,12 +216,14 @@ class CallSession:
         )
         self._publish({"kind": "ended", "reason": reason})
         try:
+            if self.recording is not None:
+                # Resampled and written in a worker thread while the rows above are written;
+                # the call's pointer to it is queued after them (kept through an outage).
+                await self.recording.save(record=self.recorder.record)
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
             self._closed_event().set()
-        if self.recording is not None:
-            await self.recording.save()  # resampled and written in a worker thread
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
@@ -426,6 +439,17 @@ class CallSession:
             self._carry(heard.audio)
         await self._barge_in()
 
+    def caller_may_be_done(self, text: str) -> None:
+        """Preemptive generation: the caller paused after ``text``; unless a turn is still
+        being transcribed or answered, ask the model now (held until the turn takes it)."""
+        if self.conversation is None or self.transcribing or self.turn_tasks:
+            return
+        self.conversation.prefetch(text)
+
+    def caller_went_on(self) -> None:
+        if self.conversation is not None:
+            self.conversation.discard_prefetch()
+
     def _agent_may_be_speaking(self) -> bool:
         if self.replying is not None:
             return True
@@ -480,49 +504,62 @@ class CallSession:
 
     # ---------------------------------------------------------------- turns
     async def _barge_in(self) -> None:
-        """Cut the reply being produced, or stop playback of the last one."""
+        """Cut the reply being produced, or stop playback of the last one. Either way the
+        transcript and the model keep only what the caller heard of it."""
         if self.replying is not None:
             task = self.replying[0]
-            task.cancel()
+            task.cancel()  # the turn keeps what was heard as it stops (``_run_turn``)
             await asyncio.wait({task}, timeout=2)
             return
         if self.last_speaker is None:
             return
-        speaker, seq = self.last_speaker
+        speaker, seq, reply = self.last_speaker
         self.last_speaker = None
         if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
             await self.port.response_stop(speaker.utterance_id)
-            self._record_heard(speaker, seq)
-            self._publish({"kind": "stop", "utteranceId": speaker.utterance_id})
+            self._keep_heard(reply, speaker)
+            self._record_heard(reply, seq)
+            self._publish(
+                {
+                    "kind": "stop",
+                    "utteranceId": speaker.utterance_id,
+                    "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
+                }
+            )
 
     def _mark_last_reply_heard(self) -> None:
         """At hang-up: a finished reply whose audio was still playing was cut off.
 
-        Browser calls only, for now: the phone port knows what played from Twilio's marks,
-        and in its tests the last reply's marks are not all back when the stream stops
-        (so every phone reply would be stored as unheard); its owner decides there."""
+        Browser calls only: the browser's playback is an estimate from the clock, which
+        keeps running once the caller left; a phone's played audio is what Twilio's marks
+        acknowledged, and marks still in flight when the stream stops are lost with it (so
+        every phone reply would be stored as unheard)."""
         if self.transport != "browser" or self.replying is not None or self.last_speaker is None:
             return
-        speaker, seq = self.last_speaker
+        speaker, seq, reply = self.last_speaker
         self.last_speaker = None
         if speaker.first_audio_at is not None and self.port.may_be_playing(speaker.utterance_id):
-            self._record_heard(speaker, seq)
+            self._keep_heard(reply, speaker)
+            self._record_heard(reply, seq)
 
-    def _record_heard(self, speaker: ReplySpeaker, seq: int) -> None:
+    def _keep_heard(self, reply: Reply, speaker: ReplySpeaker) -> None:
+        """The reply was cut while the caller's side still had audio of it to play: keep as
+        said only the chunks whose audio had started playing (the port knows: the browser's
+        playback estimate, the phone's acknowledged marks), in the reply and the model's
+        context. Audio is sent ahead of playback, so "sent" is not "heard"."""
+        played = self.port.played_seconds(speaker.utterance_id)
+        reply.keep_heard({index for index, start in speaker.chunk_audio_starts.items() if start < played})
+        if self.conversation is not None:
+            self.conversation.revise_reply(reply)
+
+    def _record_heard(self, reply: Reply, seq: int) -> None:
+        """Store the cut reply's heard text and chunks (its row was queued before)."""
         self.recorder.record(
-            services.message_mark_interrupted,
+            services.message_keep_heard,
             session_id=self.call_uuid,
             seq=seq,
-            text=self._heard_text(speaker),
-        )
-
-    def _heard_text(self, speaker: ReplySpeaker) -> str:
-        """The chunks whose audio had started playing by now (the port's playback estimate)."""
-        played = self.port.played_seconds(speaker.utterance_id)
-        return " ".join(
-            chunk.text
-            for chunk in speaker.chunks_sent
-            if speaker.chunk_audio_starts.get(chunk.index, float("inf")) < played
+            text=reply.said_text,
+            heard=[chunk.index for chunk in reply.chunks if chunk.heard],
         )
 
     def _start_turn(
@@ -592,20 +629,11 @@ class CallSession:
             in_order.set_result(None)  # the next turn may go on; this one queues for the model first
 
         utterance_id = protocol.new_id()
-        speaker = ReplySpeaker(
-            call_id=self.session_id,
-            utterance_id=utterance_id,
-            engine=self.engines.speech,
-            voice_id=self.voice_id,
-            port=self.port,
-            frame_ms=settings.VANTUM_AUDIO_FRAME_MS,
-            max_frame_bytes=settings.VANTUM_MAX_FRAME_BYTES // 2,
-            on_chunk=lambda chunk: self._publish_chunk(utterance_id, chunk),
-        )
+        speaker = self._new_speaker(utterance_id)
         current = asyncio.current_task()
 
         def mark_replying() -> None:
-            self.replying = (current, speaker, reply_seq)
+            self.replying = (current, speaker, reply_seq, reply)
 
         try:
             await self.conversation.respond(text, sink=speaker, reply=reply, on_start=mark_replying)
@@ -615,6 +643,7 @@ class CallSession:
         except asyncio.CancelledError:
             if speaker.started and self.end_reason != "hangup":
                 await self.port.response_stop(utterance_id)
+                self._keep_heard(reply, speaker)  # stored below with the reply
             raise
         except Exception:
             # A bug, not a model or speech failure (those are handled inside the turn):
@@ -631,10 +660,67 @@ class CallSession:
             if self.replying is not None and self.replying[0] is current:
                 self.replying = None
             if reply.chunks or reply.interrupted:
-                self.last_speaker = (speaker, reply_seq)
+                self.last_speaker = (speaker, reply_seq, reply)
                 self._record_reply(reply, speaker, reply_seq, utterance_id)
         if reply.end_call is not None:
             await self._end_after_reply(reply)
+
+    def _new_speaker(self, utterance_id: str) -> ReplySpeaker:
+        return ReplySpeaker(
+            call_id=self.session_id,
+            utterance_id=utterance_id,
+            engine=self.engines.speech,
+            voice_id=self.voice_id,
+            port=self.port,
+            frame_ms=settings.VANTUM_AUDIO_FRAME_MS,
+            max_frame_bytes=settings.VANTUM_MAX_FRAME_BYTES // 2,
+            on_chunk=lambda chunk: self._publish_chunk(utterance_id, chunk),
+        )
+
+    def say(self, text: str) -> asyncio.Task[None]:
+        """Speak ``text`` as the agent without being asked (an outbound call's opener):
+        chunked at ``||BREAK||`` and sentences, streamed, cut by a barge-in, stored and kept
+        in the model's context like a reply. Returns the task (a turn task: hang-up cancels
+        it). Precondition: the call has started."""
+        task = asyncio.get_running_loop().create_task(self._run_say(text))
+        self.turn_tasks.add(task)
+        task.add_done_callback(self.turn_tasks.discard)
+        return task
+
+    async def _run_say(self, text: str) -> None:
+        reply = Reply(started_at=time.monotonic())
+        self.seq += 1
+        seq = self.seq
+        utterance_id = protocol.new_id()
+        speaker = self._new_speaker(utterance_id)
+        current = asyncio.current_task()
+        self.replying = (current, speaker, seq, reply)
+        chunker = self.conversation.chunker_factory()
+        reply.raw_parts.append(text)
+        reply.first_token_at = time.monotonic()
+        try:
+            for chunk_text in chunker.feed(text) + chunker.flush():
+                chunk = ReplyChunk(index=len(reply.chunks), text=chunk_text)
+                reply.chunks.append(chunk)
+                reply.first_chunk_at = reply.first_chunk_at or time.monotonic()
+                await speaker.speak(chunk)
+            reply.stream_ended_at = reply.finished_at = time.monotonic()
+            if speaker.started:
+                await self.port.response_complete(utterance_id, self._turn_metrics(reply, speaker))
+        except asyncio.CancelledError:
+            reply.interrupted = True
+            if speaker.started and self.end_reason != "hangup":
+                await self.port.response_stop(utterance_id)
+                self._keep_heard(reply, speaker)
+            raise
+        finally:
+            reply.finished_at = reply.finished_at or time.monotonic()
+            if self.replying is not None and self.replying[0] is current:
+                self.replying = None
+            self.last_speaker = (speaker, seq, reply)
+            self.conversation.add_spoken(reply)
+            self._record_reply(reply, speaker, seq, utterance_id)
+            logger.info("call=%s said %d chunk(s) unprompted", self.session_id, len(reply.chunks))
 
     async def _end_after_reply(self, reply: Reply) -> None:
         """The agent's ``end_call`` or the tier 3 exit: the goodbye's audio has all been sent
@@ -721,7 +807,7 @@ class CallSession:
                 {
                     "index": c.index,
                     "text": c.text,
-                    "spoken": c.audio_sent,
+                    "spoken": c.heard,
                     "fallback": c.is_fallback,
                     "hold": c.is_hold,
                 }
@@ -751,8 +837,10 @@ class CallSession:
                 "utteranceId": utterance_id,
                 "text": said,
                 "interrupted": reply.interrupted,
+                "heardChunks": [chunk.index for chunk in reply.chunks if chunk.heard],
                 "fallbackTier": reply.fallback_tier,
                 "metrics": metrics,  # the timing line staff see under the reply
+                "toolCalls": [call.record() for call in reply.tool_calls],
             }
         )
 

@@ -68,6 +68,10 @@ class ReplySpeaker:
         self.started = False
         self.first_audio_at: float | None = None
         self.audio_seconds = 0.0
+        # Counted in samples, so a chunk's start is exact: the phone port compares it with
+        # what Twilio's marks say played, and at 8 kHz (no resampler delay) they can be equal.
+        self._samples_at_rate = 0
+        self._seconds_before_rate = 0.0
         # Where each chunk's audio starts in the reply (seconds), to tell what was heard.
         self.chunk_audio_starts: dict[int, float] = {}
         self.chunks_sent: list[ReplyChunk] = []
@@ -84,6 +88,7 @@ class ReplySpeaker:
         if self._framer is None or self._framer_rate != sample_rate:
             # One framer per reply, so frames keep growing across its chunks.
             self._framer_rate = sample_rate
+            self._seconds_before_rate, self._samples_at_rate = self.audio_seconds, 0
             self._framer = PcmFramer(
                 sample_rate, self.frame_ms, self.max_frame_bytes, max_frame_ms=self.max_frame_ms
             )
@@ -114,7 +119,8 @@ class ReplySpeaker:
             self.chunks_sent.append(chunk)
         await self.port.response_audio(self.utterance_id, frame, sample_rate)
         seconds = len(frame) / (2 * sample_rate)
-        self.audio_seconds += seconds
+        self._samples_at_rate += len(frame) // 2
+        self.audio_seconds = self._seconds_before_rate + self._samples_at_rate / sample_rate
         self.pacing.audio_sent(seconds)
         if not chunk.audio_sent:
             chunk.audio_sent = True

@@ -65,6 +65,10 @@ RECORDER_REPLAYED = Counter("vantum_recorder_replayed_total", "Spooled writes st
 RECORDER_LOST = Counter(
     "vantum_recorder_lost_writes_total", "Writes that could not be stored nor spooled (logged as errors)"
 )
+WEBHOOKS_LOST = Counter(
+    "vantum_webhooks_lost_total",
+    "Call reports never sent: the ended call stayed unreadable (logged as errors)",
+)
 RECORDER_PENDING = Gauge("vantum_recorder_spool_pending", "Spooled writes waiting for the database")
 CALLS_LOST = Counter("vantum_calls_lost_total", "Calls of crashed processes closed as server_lost")
 REJECTED_TURNS = Counter("vantum_turns_rejected_total", "Turns refused by VANTUM_MAX_TURNS_PER_MINUTE")

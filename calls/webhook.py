@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from calls import telemetry
+
 logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Vantum-Signature"
@@ -163,18 +165,49 @@ async def deliver(
     return Delivery(False, attempt, status, error)
 
 
+async def _ended_call_report(session_id: uuid.UUID | str, *, wait_seconds: float) -> dict[str, Any] | None:
+    """The call's report once its rows say it ended. Through a database outage the rows
+    arrive late (retried, or spooled and replayed at recovery): wait for them, with a
+    growing pause, up to ``wait_seconds``."""
+    from channels.db import database_sync_to_async
+    from django.conf import settings
+
+    from calls.recorder import database_unreachable
+
+    deadline = time.monotonic() + wait_seconds
+    pause = 0.25
+    while True:
+        try:
+            report = await database_sync_to_async(call_report, thread_sensitive=False)(
+                session_id=session_id, base_url=settings.VANTUM_PUBLIC_URL
+            )
+        except Exception as error:
+            if not database_unreachable(error):
+                raise
+            report = None
+        if report is not None and report.get("endedAt"):
+            return report
+        if time.monotonic() + pause > deadline:
+            return None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 15.0)
+
+
 async def send_call_report(*, session_id: uuid.UUID | str) -> Delivery | None:
     """Build and deliver the report of an ended call, if ``CALL_WEBHOOK_URL`` is set."""
-    from channels.db import database_sync_to_async
     from django.conf import settings
 
     url = getattr(settings, "CALL_WEBHOOK_URL", "")
     if not url:
         return None
-    report = await database_sync_to_async(call_report)(
-        session_id=session_id, base_url=settings.VANTUM_PUBLIC_URL
-    )
+    report = await _ended_call_report(session_id, wait_seconds=settings.CALL_WEBHOOK_WAIT_SECONDS)
     if report is None:
+        telemetry.WEBHOOKS_LOST.inc()
+        logger.error(
+            "call=%s WEBHOOK LOST: the ended call was not readable from the database within %ss",
+            session_id,
+            settings.CALL_WEBHOOK_WAIT_SECONDS,
+        )
         return None
     result = await deliver(
         report,

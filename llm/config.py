@@ -79,6 +79,9 @@ class LLMConfig:
     tool_timeout: float = 10.0
     # Tier 3 is the spec's "graceful exit": after its message the call ends.
     tier3_ends_call: bool = True
+    # Ask the model on the speculative transcript, before the end of turn is final
+    # (llm.prefetch); a discarded start is one unheard request.
+    preemptive_generation: bool = True
 
     @property
     def demo_mode(self) -> bool:
@@ -134,4 +137,5 @@ def llm_config_from_env() -> LLMConfig:
         max_tool_rounds=env_int("LLM_MAX_TOOL_ROUNDS", 3, minimum=0, maximum=10),
         tool_timeout=_ms("LLM_TOOL_TIMEOUT", 10000),
         tier3_ends_call=env_bool("LLM_FALLBACK_TIER3_ENDS_CALL", True),
+        preemptive_generation=env_bool("LLM_PREEMPTIVE_GENERATION", True),
     )

@@ -38,6 +38,20 @@ class ContextMessage:
         return estimate_tokens(self.content + extra)
 
 
+def _entry(message: dict[str, Any], timestamp: float) -> ContextMessage | None:
+    """A chat message as a context entry; None for assistant text nobody heard (empty)."""
+    content = message.get("content") or ""
+    if message["role"] == "assistant" and not message.get("tool_calls"):
+        return ContextMessage("assistant", content, timestamp) if content.strip() else None
+    return ContextMessage(
+        message["role"],
+        content,
+        timestamp,
+        tool_calls=message.get("tool_calls"),
+        tool_call_id=message.get("tool_call_id"),
+    )
+
+
 class ConversationContext:
     """History of one call. ``max_messages`` / ``max_context_tokens`` of 0 mean unlimited.
 
@@ -60,22 +74,32 @@ class ConversationContext:
         if text.strip():
             self._append(ContextMessage("assistant", text, timestamp))
 
-    def add_reply(self, messages: list[dict[str, Any]], *, timestamp: float) -> None:
+    def add_reply(self, messages: list[dict[str, Any]], *, timestamp: float) -> list[ContextMessage]:
         """Record a reply given as chat messages (``llm.turn.Reply.context_messages``):
-        assistant text, assistant tool calls and their ``tool`` results, in order."""
-        for message in messages:
-            if message["role"] == "assistant" and not message.get("tool_calls"):
-                self.add_assistant(message.get("content") or "", timestamp=timestamp)
-                continue
-            self._append(
-                ContextMessage(
-                    message["role"],
-                    message.get("content") or "",
-                    timestamp,
-                    tool_calls=message.get("tool_calls"),
-                    tool_call_id=message.get("tool_call_id"),
-                )
-            )
+        assistant text, assistant tool calls and their ``tool`` results, in order. Returns
+        the entries added (``replace_reply`` takes them)."""
+        added = [entry for message in messages if (entry := _entry(message, timestamp)) is not None]
+        for entry in added:
+            self._append(entry)
+        return added
+
+    def replace_reply(
+        self, old: list[ContextMessage], messages: list[dict[str, Any]], *, timestamp: float
+    ) -> list[ContextMessage]:
+        """Put ``messages`` where the entries ``old`` (from ``add_reply``) are, e.g. once a
+        barge-in showed that less of the reply was heard than was sent. Entries already
+        dropped by the limits are not brought back. Returns the new entries."""
+        positions = [i for i, message in enumerate(self.messages) if any(message is o for o in old)]
+        if not positions:
+            return []
+        new = [entry for message in messages if (entry := _entry(message, timestamp)) is not None]
+        at = positions[0]
+        for i in reversed(positions):
+            self._tokens -= self.messages[i].estimated_tokens()
+            del self.messages[i]
+        self.messages[at:at] = new
+        self._tokens += sum(entry.estimated_tokens() for entry in new)
+        return new
 
     def request_messages(self, system_prompt: str) -> list[dict[str, Any]]:
         """The ``messages`` array for a chat completion, trimmed to the token budget."""
@@ -84,6 +108,16 @@ class ConversationContext:
             budget = self.max_context_tokens - estimate_tokens(system_prompt)
             history = self._newest_within(budget)
         return [{"role": "system", "content": system_prompt}] + [m.request_entry() for m in history]
+
+    def request_messages_after(self, user_text: str, system_prompt: str) -> list[dict[str, Any]]:
+        """The ``messages`` a turn ``user_text`` would send next (limits applied as
+        ``add_user`` would), leaving this context unchanged."""
+        preview = ConversationContext(
+            max_messages=self.max_messages, max_context_tokens=self.max_context_tokens
+        )
+        preview.messages, preview._tokens = list(self.messages), self._tokens
+        preview.add_user(user_text, timestamp=0.0)
+        return preview.request_messages(system_prompt)
 
     @property
     def last_message_at(self) -> float | None:
@@ -119,7 +153,9 @@ class ConversationContext:
             kept.append(message)
             used += cost
         kept.reverse()
-        # Start at a user message so the model never sees a reply to nothing.
-        while len(kept) > 1 and kept[0].role != "user":
-            kept.pop(0)
+        # Once older messages were cut, start at a user message so the model never sees a
+        # reply to nothing. An uncut history may start with the agent (an outbound opener).
+        if len(kept) < len(self.messages):
+            while len(kept) > 1 and kept[0].role != "user":
+                kept.pop(0)
         return kept

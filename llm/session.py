@@ -14,8 +14,9 @@ from typing import Any
 
 from llm.chunking import SemanticChunker
 from llm.config import LLMConfig
-from llm.context import ConversationContext
+from llm.context import ContextMessage, ConversationContext
 from llm.metrics import LLMServiceMetrics
+from llm.prefetch import PrefetchingProvider
 from llm.prompts import PROSPECT_MAX_FIELDS, build_system_prompt, clean_prospect_value
 from llm.providers import ChatProvider
 from llm.tools import DEFAULT_GOODBYE, ToolRegistry
@@ -65,6 +66,8 @@ class Conversation:
         self.last_activity_at = self.created_at
         self._turn_lock = asyncio.Lock()
         self._waiting = 0
+        # The newest reply and its context entries: a barge-in may still shorten it.
+        self._last_reply: tuple[Reply, list[ContextMessage]] | None = None
 
     @property
     def busy(self) -> bool:
@@ -167,7 +170,46 @@ class Conversation:
         finally:
             reply.finished_at = time.monotonic()
             self.last_activity_at = reply.finished_at
-            self.context.add_reply(reply.context_messages(), timestamp=time.time())
+            self.add_spoken(reply)
+
+    def prefetch(self, user_text: str) -> bool:
+        """Start the model request a turn ``user_text`` would make now, held until that
+        turn takes it (``llm.prefetch``). Only while no turn runs or waits (the context
+        would change first) and when the provider can hold one. Returns whether it started."""
+        if not isinstance(self.provider, PrefetchingProvider) or self.busy or self._waiting:
+            return False
+        offered: dict[str, Any] = {}
+        if self.tools:  # what the first round of ``stream_reply`` offers
+            offered = {
+                "tools": self.tools.schemas(),
+                "tool_choice": "none" if self.config.max_tool_rounds <= 0 else None,
+            }
+        self.provider.start(
+            messages=self.context.request_messages_after(user_text, self.system_prompt()),
+            params=self.config.params,
+            call_id=self.call_id,
+            **offered,
+        )
+        return True
+
+    def discard_prefetch(self) -> None:
+        if isinstance(self.provider, PrefetchingProvider):
+            self.provider.discard()
+
+    def add_spoken(self, reply: Reply) -> None:
+        """Put what the caller heard of ``reply`` into the context (a model reply, or words
+        the call said on its own, such as an outbound call's opener)."""
+        self._last_reply = (reply, self.context.add_reply(reply.context_messages(), timestamp=time.time()))
+
+    def revise_reply(self, reply: Reply) -> None:
+        """``reply`` was cut after it entered the context (``Reply.keep_heard``): the model
+        keeps only what the caller heard of it. A no-op for any other reply."""
+        if self._last_reply is None or self._last_reply[0] is not reply:
+            return
+        entries = self.context.replace_reply(
+            self._last_reply[1], reply.context_messages(), timestamp=time.time()
+        )
+        self._last_reply = (reply, entries)
 
 
 ExpireCallback = Callable[[str, str], Awaitable[None]]

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class ReplyChunk:
     """One semantic chunk. The speech sink sets ``audio_sent`` once the caller got audio
-    of it and ``failed`` when synthesis failed (the text was then shown but not heard)."""
+    of it and ``failed`` when synthesis failed (the text was then shown but not heard).
+    ``unheard`` marks audio that was sent but dropped before it played (a barge-in cut the
+    reply while the caller's side still buffered it)."""
 
     index: int
     text: str
@@ -43,6 +45,11 @@ class ReplyChunk:
     audio_sent: bool = False
     failed: bool = False
     is_hold: bool = False  # the "one moment" said while the first token was late
+    unheard: bool = False
+
+    @property
+    def heard(self) -> bool:
+        return self.audio_sent and not self.unheard
 
 
 @dataclass(slots=True)
@@ -121,15 +128,23 @@ class Reply:
 
     @property
     def said_text(self) -> str:
-        """What the caller heard: the chunks whose audio went out, in order."""
-        return " ".join(c.text for c in self.chunks if c.audio_sent)
+        """What the caller heard: the chunks whose audio went out and was not cut before it
+        played, in order."""
+        return _said(self.chunks)
+
+    def keep_heard(self, heard: set[int]) -> None:
+        """A barge-in cut this reply: of the chunks whose audio went out, only those in
+        ``heard`` (indexes) reached the caller's ear; the rest was dropped unplayed."""
+        for chunk in self.chunks:
+            if chunk.audio_sent and chunk.index not in heard:
+                chunk.unheard = True
 
     def elapsed_ms(self, moment: float | None) -> float | None:
         return None if moment is None else round((moment - self.started_at) * 1000.0, 3)
 
 
 def _said(chunks: Sequence[ReplyChunk]) -> str:
-    return " ".join(c.text for c in chunks if c.audio_sent)
+    return " ".join(c.text for c in chunks if c.heard)
 
 
 class SpeechSink(Protocol):

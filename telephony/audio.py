@@ -10,8 +10,17 @@ frames are filtered as one continuous signal (no clicks at frame joins).
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soxr
+
+from tts.base import engine_for_rate
+
+if TYPE_CHECKING:
+    from calls.engines import Engines
+    from tts.base import SpeechEngine
 
 PHONE_RATE = 8000
 FRAME_MS = 20
@@ -116,27 +125,44 @@ class PhoneOutbound:
     One per reply (the resampler and the partial frame belong to one continuous utterance).
     ``feed`` returns the complete 160-byte frames ready so far; ``flush`` the rest, the last
     frame padded with μ-law silence so Twilio always gets whole frames.
+
+    Audio already at 8 kHz (an engine asked for phone-rate output, see
+    ``phone_speech_engine``) builds no resampler: each sample is μ-law encoded as it is,
+    so the frames carry exactly the engine's samples and no filter delay.
     """
 
     SILENCE = b"\xff"
 
     def __init__(self, in_rate: int) -> None:
         self.in_rate = in_rate
-        self._resampler = Resampler(in_rate, PHONE_RATE)
+        self.resampler = None if in_rate == PHONE_RATE else Resampler(in_rate, PHONE_RATE)
+        self._carry = b""  # an odd trailing byte of 8 kHz input (half a sample)
         self._pending = bytearray()
 
     def feed(self, pcm: bytes) -> list[bytes]:
-        self._pending += ulaw_encode(self._resampler.process(pcm))
+        if self.resampler is not None:
+            self._pending += ulaw_encode(self.resampler.process(pcm))
+        else:
+            data = self._carry + pcm if self._carry else pcm
+            usable = len(data) - len(data) % 2
+            self._carry = data[usable:]
+            self._pending += ulaw_encode(data[:usable])
         return self._take_frames()
 
     def flush(self) -> list[bytes]:
-        self._pending += ulaw_encode(self._resampler.flush())
+        if self.resampler is not None:
+            self._pending += ulaw_encode(self.resampler.flush())
+        self._carry = b""
         if len(self._pending) % FRAME_BYTES:
             self._pending += self.SILENCE * (FRAME_BYTES - len(self._pending) % FRAME_BYTES)
         return self._take_frames()
 
+    def pending_samples(self) -> int:
+        """Audio converted but held until a whole frame is ready (8 kHz samples)."""
+        return len(self._pending)
+
     def pending_seconds(self) -> float:
-        """Audio converted but held until a whole frame is ready."""
+        """The same, in seconds."""
         return len(self._pending) / PHONE_RATE
 
     def _take_frames(self) -> list[bytes]:
@@ -149,3 +175,17 @@ class PhoneOutbound:
 def ulaw_seconds(ulaw_bytes: int) -> float:
     """Duration of μ-law 8 kHz audio of this many bytes."""
     return ulaw_bytes / PHONE_RATE
+
+
+def phone_speech_engine(engine: SpeechEngine) -> SpeechEngine:
+    """The engine a phone call should speak with: ``engine``'s 8 kHz variant when it has one
+    (the optional ``for_rate`` capability of ``tts.base``: Cartesia), else ``engine`` itself,
+    whose audio ``PhoneOutbound`` resamples as before."""
+    return engine_for_rate(engine, PHONE_RATE)
+
+
+def with_phone_speech(engines: Engines) -> Engines:
+    """A call's providers with the speech engine swapped for its phone-rate variant; the
+    same object when there is none."""
+    phone = phone_speech_engine(engines.speech)
+    return engines if phone is engines.speech else dataclasses.replace(engines, speech=phone)

@@ -22,10 +22,9 @@ from twilio.request_validator import RequestValidator
 from calls import live, telemetry
 from calls.session import CallSession, Request, has_capacity
 from telephony import services, twilio_client
-from telephony.audio import PhoneInbound
+from telephony.audio import PhoneInbound, with_phone_speech
 from telephony.endpointing import SPEECH_STARTED, SPEECH_STOPPED, EnergyEndpointer
 from telephony.models import Direction, PhoneCall
-from telephony.opener import speak_opener
 from telephony.port import TwilioPort
 from telephony.twilio_protocol import (
     Connected,
@@ -150,9 +149,10 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             stream_sid=event.stream_sid,
             send_text=self._send_text,
             on_close=self._finish,
-            on_cleared=self._keep_heard,
         )
         session = CallSession(port=self.port, transport="twilio")
+        # An engine that renders 8 kHz itself (Cartesia) speaks at the phone's rate: no resampling.
+        session.engines = with_phone_speech(session.engines)
         self.port.call_id = session.session_id
         try:
             await session.start()
@@ -187,7 +187,8 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             event.stream_sid,
         )
         if phone_call.direction == Direction.OUTBOUND:
-            speak_opener(session, services.opener_text(prospect=prospect))
+            opener = getattr(session.prompt_version, "opener", "")
+            session.say(services.opener_text(prospect=prospect, template=opener))
 
     async def _on_media(self, event: Media) -> None:
         session = self.session
@@ -224,27 +225,6 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         self.session.recorder.record(
             services.phone_call_record_dtmf, phone_call_id=self.phone_call.pk, digit=event.digit
         )
-
-    def _keep_heard(self, utterance_id: str, heard: list[int]) -> None:
-        """A barge-in while the reply is still being produced: the session stores what was
-        *sent*, but on the phone audio runs ahead of playback and ``clear`` dropped the rest.
-        Once that turn has recorded its reply (the recorder runs writes in order), keep only
-        the chunks Twilio reported played. (A barge-in on a reply already sent is recorded
-        by the session itself from ``played_seconds``, i.e. from the same marks.)"""
-        session = self.session
-        current = asyncio.current_task()
-        if session is None or current is None or current not in session.turn_tasks:
-            return
-
-        def record(_: object) -> None:
-            session.recorder.record(
-                services.message_keep_heard,
-                session_id=session.call_uuid,
-                utterance_id=utterance_id,
-                heard=heard,
-            )
-
-        current.add_done_callback(record)
 
     # ---------------------------------------------------------------- output and ending
     async def _send_text(self, text: str) -> None:

@@ -13,35 +13,38 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from calls.session import Request
-from telephony.audio import FRAME_MS, PhoneOutbound
+from telephony.audio import FRAME_BYTES, PHONE_RATE, PhoneOutbound
 from telephony.twilio_protocol import build_clear, build_mark, build_media
 
 logger = logging.getLogger(__name__)
 
 MARK_EVERY_SECONDS = 0.5
-FRAME_SECONDS = FRAME_MS / 1000
+MARK_EVERY_SAMPLES = round(MARK_EVERY_SECONDS * PHONE_RATE)
+FRAME_SAMPLES = FRAME_BYTES  # μ-law: one byte a sample
+
+# Positions in a reply are counted in 8 kHz samples (integers): a chunk that starts exactly
+# where a mark was placed (audio already at 8 kHz has no resampler delay) is then exactly
+# "not yet heard", with no rounding of summed frame durations deciding it.
 
 
 @dataclass
 class _Mark:
     utterance_id: str
-    seconds: float  # audio of the reply sent before this mark
+    samples: int  # audio of the reply sent before this mark
     chunk: int | None  # the chunk this mark ends, if it ends one
 
 
 @dataclass
 class _Reply:
     outbound: PhoneOutbound | None = None
-    sent_seconds: float = 0.0
-    played_seconds: float = 0.0
-    last_mark_seconds: float = 0.0
+    sent_samples: int = 0
+    played_samples: int = 0
+    last_mark_samples: int = 0
     chunk: int = -1
-    chunk_starts: dict[int, float] = field(default_factory=dict)  # index -> seconds sent before it
-    finished_chunks: list[int] = field(default_factory=list)  # chunks whose end mark came back
     cleared: bool = False
     complete: bool = False
 
@@ -56,13 +59,11 @@ class TwilioPort:
         stream_sid: str,
         send_text: Callable[[str], Awaitable[None]],
         on_close: Callable[[int], Awaitable[None]],
-        on_cleared: Callable[[str, list[int]], None] | None = None,
         call_id: str = "",
     ) -> None:
         self.stream_sid = stream_sid
         self.send_text = send_text
         self.on_close = on_close
-        self.on_cleared = on_cleared
         self.call_id = call_id
         self.closed = False
         self.end_reason = ""
@@ -87,9 +88,9 @@ class TwilioPort:
     async def _send_frames(self, reply: _Reply, frames: list[bytes]) -> None:
         for frame in frames:
             await self._send(build_media(self.stream_sid, frame))
-            reply.sent_seconds += FRAME_SECONDS
+            reply.sent_samples += FRAME_SAMPLES
             self.frames_sent += 1
-        if reply.sent_seconds - reply.last_mark_seconds >= MARK_EVERY_SECONDS:
+        if reply.sent_samples - reply.last_mark_samples >= MARK_EVERY_SAMPLES:
             await self._mark(reply, chunk=None)
 
     async def _mark(self, reply: _Reply, *, chunk: int | None, utterance_id: str | None = None) -> None:
@@ -100,8 +101,8 @@ class TwilioPort:
             "end" if reply.complete and chunk == reply.chunk else "chunk" if chunk is not None else "progress"
         )
         name = f"m{next(self._names)}:{kind}"
-        self._marks[name] = _Mark(uid, reply.sent_seconds, chunk)
-        reply.last_mark_seconds = reply.sent_seconds
+        self._marks[name] = _Mark(uid, reply.sent_samples, chunk)
+        reply.last_mark_samples = reply.sent_samples
         self._all_played.clear()
         await self._send(build_mark(self.stream_sid, name))
 
@@ -114,7 +115,6 @@ class TwilioPort:
         if reply.chunk >= 0:
             await self._mark(reply, chunk=reply.chunk, utterance_id=utterance_id)
         reply.chunk = index
-        reply.chunk_starts[index] = reply.sent_seconds + _pending_seconds(reply)
 
     async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
         reply = self._replies.setdefault(utterance_id, _Reply())
@@ -132,7 +132,7 @@ class TwilioPort:
         if reply.outbound is not None:
             for frame in reply.outbound.flush():
                 await self._send(build_media(self.stream_sid, frame))
-                reply.sent_seconds += FRAME_SECONDS
+                reply.sent_samples += FRAME_SAMPLES
                 self.frames_sent += 1
         await self._mark(reply, chunk=reply.chunk if reply.chunk >= 0 else None, utterance_id=utterance_id)
 
@@ -141,8 +141,6 @@ class TwilioPort:
         reply = self._replies.get(utterance_id)
         if reply is not None and not reply.cleared:
             reply.cleared = True
-            if self.on_cleared is not None:
-                self.on_cleared(utterance_id, self.heard_chunks(utterance_id))
         for name in [n for n, m in self._marks.items() if m.utterance_id == utterance_id]:
             del self._marks[name]
         if not self._marks:
@@ -171,13 +169,13 @@ class TwilioPort:
     def played_seconds(self, utterance_id: str) -> float:
         """Seconds of this reply Twilio reported played (acknowledged marks)."""
         reply = self._replies.get(utterance_id)
-        return reply.played_seconds if reply is not None else 0.0
+        return reply.played_samples / PHONE_RATE if reply is not None else 0.0
 
     def may_be_playing(self, utterance_id: str) -> bool:
         reply = self._replies.get(utterance_id)
-        if reply is None or reply.cleared or reply.sent_seconds == 0:
+        if reply is None or reply.cleared or reply.sent_samples == 0:
             return False
-        return not reply.complete or reply.played_seconds < reply.sent_seconds
+        return not reply.complete or reply.played_samples < reply.sent_samples
 
     # ---------------------------------------------------------------- from Twilio
     def mark_played(self, name: str) -> None:
@@ -187,21 +185,9 @@ class TwilioPort:
             return
         reply = self._replies.get(mark.utterance_id)
         if reply is not None and not reply.cleared:
-            reply.played_seconds = max(reply.played_seconds, mark.seconds)
-            if mark.chunk is not None and mark.chunk not in reply.finished_chunks:
-                reply.finished_chunks.append(mark.chunk)
+            reply.played_samples = max(reply.played_samples, mark.samples)
         if not self._marks:
             self._all_played.set()
-
-    def heard_chunks(self, utterance_id: str) -> list[int]:
-        """Indexes of this reply's chunks the caller heard (some or all of), by the marks
-        Twilio acknowledged: a chunk counts once audio past its start was reported played,
-        as a browser reply counts a chunk once its audio began."""
-        reply = self._replies.get(utterance_id)
-        if reply is None:
-            return []
-        heard = {i for i, start in reply.chunk_starts.items() if start < reply.played_seconds}
-        return sorted(heard | set(reply.finished_chunks))
 
     def stop_waiting(self) -> None:
         """The stream is gone: nothing more will be played or acknowledged."""
@@ -215,8 +201,3 @@ class TwilioPort:
         except TimeoutError:
             return False
         return True
-
-
-def _pending_seconds(reply: _Reply) -> float:
-    """Audio of the reply converted but not yet sent (part of the next 20 ms frame)."""
-    return reply.outbound.pending_seconds() if reply.outbound is not None else 0.0

@@ -202,23 +202,6 @@ def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
     return outcome
 
 
-def message_keep_heard(*, session_id: uuid.UUID, utterance_id: str, heard: list[int]) -> None:
-    """A phone barge-in: of the agent's reply, keep as said only the chunks Twilio reported
-    played (acknowledged marks); the rest was sent ahead but dropped by ``clear``."""
-    from calls.models import Message
-
-    message = Message.objects.filter(call__session_id=session_id, utterance_id=utterance_id).first()
-    if message is None:
-        return
-    keep = set(heard)
-    chunks = [
-        {**chunk, "spoken": bool(chunk.get("spoken")) and chunk.get("index") in keep}
-        for chunk in message.chunks
-    ]
-    text = " ".join(chunk["text"] for chunk in chunks if chunk["spoken"])
-    Message.objects.filter(pk=message.pk).update(chunks=chunks, text=text, interrupted=True)
-
-
 # ---------------------------------------------------------------- do not call
 def do_not_call_add(*, phone: str, reason: str = "", source: str = "staff") -> DoNotCall:
     number = normalize_phone(phone)
@@ -489,10 +472,13 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
     return settled
 
 
-def opener_text(*, prospect: dict[str, str]) -> str:
-    """The agent's first words on an outbound call, with the prospect's fields filled in."""
+def opener_text(*, prospect: dict[str, str], template: str = "") -> str:
+    """The agent's first words on an outbound call: the prompt version's opener (blank:
+    ``TELEPHONY_OPENER``) with the prospect's fields filled in. A template that cannot be
+    filled in (admin refuses those; the setting is not checked) is spoken as written."""
+    template = template.strip() or settings.TELEPHONY_OPENER
     values = {"name": prospect.get("name") or "there", "company": prospect.get("company") or "your company"}
     try:
-        return settings.TELEPHONY_OPENER.format_map(values).strip()
+        return template.format_map(values).strip()
     except (KeyError, ValueError, IndexError):
-        return settings.TELEPHONY_OPENER.strip()
+        return template.strip()

@@ -7,13 +7,16 @@ the agent's ``media`` is queued and "played" at ``speed`` times real time, each 
 is echoed once the audio before it has played, and ``clear`` drops what is queued and
 echoes the pending marks at once (as Twilio does).
 
-Works over channels' ``WebsocketCommunicator`` (in-process) — the ASGI app is the real one.
+Works in-process over channels' ``WebsocketCommunicator`` (the ASGI app is the real one),
+or, given ``server="http://127.0.0.1:PORT"``, over real HTTP and a real WebSocket against a
+running server (uvicorn), as Twilio reaches a deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 import xml.etree.ElementTree as ET
@@ -21,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import httpx2
 import numpy as np
+import websockets
 from channels.testing import WebsocketCommunicator
 from twilio.request_validator import RequestValidator
 
@@ -58,6 +63,28 @@ def speech_ulaw_frames(pcm: bytes, rate: int) -> list[bytes]:
 SILENCE_FRAME = b"\xff" * FRAME_BYTES
 
 
+class SocketCommunicator:
+    """The part of ``WebsocketCommunicator`` a ``PhoneLeg`` uses, over a real WebSocket."""
+
+    def __init__(self, socket: Any) -> None:
+        self.socket = socket
+
+    async def receive_output(self, timeout: float) -> dict[str, Any]:
+        try:
+            message = await asyncio.wait_for(self.socket.recv(), timeout)
+        except websockets.ConnectionClosed as closed:
+            return {"type": "websocket.close", "code": closed.rcvd.code if closed.rcvd else 1006}
+        key = "text" if isinstance(message, str) else "bytes"
+        return {"type": "websocket.send", key: message}
+
+    async def send_to(self, text_data: str) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):  # the reader reports the close
+            await self.socket.send(text_data)
+
+    async def disconnect(self, timeout: float = 10) -> None:
+        await asyncio.wait_for(self.socket.close(), timeout)
+
+
 @dataclass
 class _Queued:
     kind: str  # "media" or "mark"
@@ -68,7 +95,7 @@ class _Queued:
 class PhoneLeg:
     """One simulated phone on one stream."""
 
-    communicator: WebsocketCommunicator
+    communicator: WebsocketCommunicator | SocketCommunicator
     stream_sid: str
     call_sid: str
     speed: float = 1.0
@@ -271,24 +298,37 @@ class PhoneLeg:
 
 
 class TwilioSimulator:
-    """Twilio's side: signed webhooks with Django's async test client, signed streams."""
+    """Twilio's side: signed webhooks and signed streams, in-process (Django's async test
+    client and ``WebsocketCommunicator``) or, with ``server``, over the network.
 
-    def __init__(self, *, auth_token: str, public_base: str, application: Any = None) -> None:
-        from django.test import AsyncClient
+    Signatures are computed over ``public_base`` (what Twilio would request), whatever
+    address the requests really go to: the server checks them against its
+    ``TWILIO_PUBLIC_BASE_URL``."""
 
-        if application is None:
-            from vantum.asgi import application as asgi_application
-
-            application = asgi_application
-        self.application = application
+    def __init__(
+        self, *, auth_token: str, public_base: str, application: Any = None, server: str | None = None
+    ) -> None:
         self.auth_token = auth_token
         self.public_base = public_base.rstrip("/")
-        self.client = AsyncClient()
+        self.server = server.rstrip("/") if server else None
+        if self.server is None:
+            from django.test import AsyncClient
+
+            if application is None:
+                from vantum.asgi import application as asgi_application
+
+                application = asgi_application
+            self.client = AsyncClient()
+        self.application = application
 
     async def webhook(self, path: str, params: dict[str, str], *, signature: str | None = None):
         url = self.public_base + path
         signature = sign(self.auth_token, url, params) if signature is None else signature
-        return await self.client.post(path, params, headers={"X-Twilio-Signature": signature})
+        headers = {"X-Twilio-Signature": signature}
+        if self.server is None:
+            return await self.client.post(path, params, headers=headers)
+        async with httpx2.AsyncClient(timeout=30) as client:
+            return await client.post(self.server + path, data=params, headers=headers)
 
     async def answer(
         self,
@@ -324,9 +364,22 @@ class TwilioSimulator:
         parts = urlsplit(stream.url)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
         signature = sign(self.auth_token, stream.url) if signature is None else signature
-        headers = [(b"host", parts.netloc.encode()), (b"x-twilio-signature", signature.encode())]
-        communicator = WebsocketCommunicator(self.application, path, headers=headers)
-        connected, _ = await communicator.connect(timeout=10)
+        communicator: WebsocketCommunicator | SocketCommunicator
+        if self.server is not None:
+            url = "ws" + self.server.removeprefix("http") + path
+            try:
+                socket = await websockets.connect(
+                    url, additional_headers={"X-Twilio-Signature": signature}, open_timeout=10
+                )
+            except websockets.InvalidStatus:
+                return False, PhoneLeg(
+                    communicator=None, stream_sid="MZ" + call_sid[2:], call_sid=call_sid, speed=speed
+                )
+            communicator, connected = SocketCommunicator(socket), True
+        else:
+            headers = [(b"host", parts.netloc.encode()), (b"x-twilio-signature", signature.encode())]
+            communicator = WebsocketCommunicator(self.application, path, headers=headers)
+            connected, _ = await communicator.connect(timeout=10)
         leg = PhoneLeg(
             communicator=communicator, stream_sid="MZ" + call_sid[2:], call_sid=call_sid, speed=speed
         )

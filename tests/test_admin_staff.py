@@ -125,6 +125,25 @@ def test_export_streams_one_csv_row_per_message(admin_client, version):
     assert [r["role"] for r in rows] == ["user", "assistant", "user", "assistant"]
     assert rows[1]["first_audio_ms"] == "530.0"
     assert rows[3]["fallback_tier"] == "1"
+    assert [r["tool_calls"] for r in rows] == ["", "", "", ""]
+
+
+def test_exports_carry_the_agents_tool_calls(admin_client, version):
+    call = make_call(version)
+    booked = {
+        "id": "call_1",
+        "name": "book_meeting",
+        "arguments": '{"start": "2030-01-08T10:00"}',
+        "ok": True,
+    }
+    booked["result"] = '{"ok": true, "booked": "Tuesday 8 January 2030 at 10:00"}'
+    call.messages.filter(role="assistant").update(tool_calls=[booked])
+    selected = {"_selected_action": [call.pk]}
+    csv_response = admin_client.post("/admin/calls/call/", {"action": "export_csv", **selected})
+    rows = list(csv.DictReader(io.StringIO(b"".join(csv_response.streaming_content).decode())))
+    assert [json.loads(r["tool_calls"]) if r["tool_calls"] else [] for r in rows] == [[], [booked]]
+    json_response = admin_client.post("/admin/calls/call/", {"action": "export_json", **selected})
+    assert [r["tool_calls"] for r in json.loads(b"".join(json_response.streaming_content))] == [[], [booked]]
 
 
 def test_export_as_json(admin_client, version):
@@ -207,6 +226,27 @@ def test_parameters_out_of_range_are_refused_and_a_missing_marker_only_warns(adm
     )
     assert "does not mention the ||BREAK|| marker" in response.content.decode()
     assert PromptVersion.objects.filter(system_prompt="You are a sales rep. Be brief.").exists()
+
+
+def test_the_outbound_opener_is_edited_with_the_prompt_and_bad_placeholders_are_refused(
+    admin_client, version
+):
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/",
+        _form(version, opener="Hi {first_name}, Alex here."),
+    )
+    assert response.status_code == 200
+    assert "unknown placeholder {first_name}: use {name} or {company}" in response.content.decode()
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/", _form(version, opener="Hi {name")
+    )
+    assert "write a literal brace as {{ or }}" in response.content.decode()
+    response = admin_client.post(
+        f"/admin/agents/promptversion/{version.pk}/change/",
+        _form(version, opener="Hi {name}, Alex from {company}'s {{partner}}."),
+    )
+    assert response.status_code == 302
+    assert PromptVersion.objects.get(is_active=True).opener == "Hi {name}, Alex from {company}'s {{partner}}."
 
 
 def test_a_version_used_by_calls_cannot_be_deleted(admin_client, version):

@@ -282,6 +282,18 @@ def test_live_messages_look_like_loaded_ones(browser, staff_server):  # noqa: F8
     assert agent.locator(".vv-time").inner_text().count(":") == 2
     timing = agent.locator(".vv-timings").inner_text()
     assert timing.startswith("first token ") and timing.endswith(" chunks")
+    # The demo books a meeting: the tool call shows live, as on the stored call's page. Typed
+    # while the first reply still plays, it cuts that reply: what was not heard is marked.
+    caller.get_by_test_id("text-input").fill("Tuesday works for me")
+    caller.get_by_test_id("send").click()
+    first = staff.locator("#live-transcript .vv-assistant").first
+    first.locator(".vv-interrupted").wait_for(timeout=10000)
+    assert first.locator(".vv-chunk.vv-unspoken").count() >= 1
+    assert first.locator(".vv-chunk").first.get_attribute("class") == "vv-chunk"  # heard
+    tool = staff.locator("#live-transcript [data-testid=tool-call]").first
+    tool.wait_for(timeout=20000)
+    assert tool.locator(".vv-badge").inner_text() == "book_meeting · done"
+    assert '"booked"' in tool.inner_text()
     staff.screenshot(path=str(_artifact("staff/follow-live.png")), full_page=True)
     caller.get_by_test_id("hangup").click()
     staff.wait_for_selector("text=The call ended (hangup).")

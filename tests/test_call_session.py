@@ -23,12 +23,17 @@ TYPED = Request("voicechat.text.input", "req-1")
 
 
 class RecordingPort:
-    """Keeps every call in order; ``playing`` says whether the caller still hears audio."""
+    """Keeps every call in order; ``playing`` says whether the caller still hears audio.
+
+    Playback: by default the caller has heard every second of audio sent (a client with no
+    buffer); ``played`` (seconds of the reply) models one that is still behind."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.messages: list[str] = []
         self.playing = False
+        self.played: float | None = None
+        self.sent_seconds: dict[str, float] = {}
         self.closed = asyncio.Event()
 
     async def response_start(self, utterance_id: str) -> None:
@@ -39,6 +44,8 @@ class RecordingPort:
 
     async def response_audio(self, utterance_id: str, pcm: bytes, sample_rate: int) -> None:
         self.calls.append(("audio", len(pcm), sample_rate))
+        sent = self.sent_seconds.get(utterance_id, 0.0)
+        self.sent_seconds[utterance_id] = sent + len(pcm) / 2 / sample_rate
 
     async def response_complete(self, utterance_id: str, metrics: dict[str, Any]) -> None:
         self.calls.append(("complete", metrics["chunks"]))
@@ -73,7 +80,8 @@ class RecordingPort:
         self.calls.append(("partial", text))
 
     def played_seconds(self, utterance_id: str) -> float:
-        return 0.0
+        sent = self.sent_seconds.get(utterance_id, 0.0)
+        return sent if self.played is None else min(self.played, sent)
 
     def may_be_playing(self, utterance_id: str) -> bool:
         return self.playing
@@ -152,6 +160,99 @@ async def test_barge_in_after_the_reply_was_sent_stops_it_only_while_it_may_stil
     assert ("stop" in port.kinds()[-1:]) is stopped
     reply = (await stored_messages(session.session_id))[-1]
     assert reply.interrupted is stopped
+
+
+THREE_CHUNKS = ["Hi, this is Alex from Vantum. ||BREAK|| ", "How is your week going? ||BREAK|| ", "We help."]
+
+
+async def _sent_seconds_reach(port: RecordingPort, seconds: float) -> None:
+    async with asyncio.timeout(10):
+        while sum(port.sent_seconds.values()) < seconds:
+            await asyncio.sleep(0.01)
+
+
+async def test_a_reply_cut_while_the_model_writes_keeps_only_what_the_caller_heard(use_engines):
+    # Two chunks' audio (1.04 s) went out ahead of playback; the caller had heard 0.3 s of
+    # it (inside the first chunk) when they cut in.
+    provider = ScriptedProvider(
+        [Script(THREE_CHUNKS, pause_after=2, resume=asyncio.Event()), Script(tokens_of("Sure."))]
+    )
+    use_engines(chat=provider, speech=BeepEngine())
+    port = RecordingPort()
+    port.played = 0.3
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("Hello", request=TYPED)
+    await _sent_seconds_reach(port, (29 + 23) * 0.02)
+    await session.text_input("Sorry, who?", request=TYPED)
+    await _turn_done(session)
+    await session.hangup()
+
+    assert "stop" in port.kinds()
+    first_reply = (await stored_messages(session.session_id))[1]
+    assert (first_reply.text, first_reply.interrupted) == ("Hi, this is Alex from Vantum.", True)
+    assert [(c["text"], c["spoken"]) for c in first_reply.chunks] == [
+        ("Hi, this is Alex from Vantum.", True),
+        ("How is your week going?", False),
+    ]
+    # The model is told what the caller heard, not what was sent.
+    assert provider.requests[1][-3:] == [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi, this is Alex from Vantum."},
+        {"role": "user", "content": "Sorry, who?"},
+    ]
+
+
+async def test_a_reply_cut_after_it_was_sent_keeps_only_what_the_caller_heard(use_engines):
+    provider = ScriptedProvider([Script(THREE_CHUNKS), Script(tokens_of("Sure."))])
+    use_engines(chat=provider, speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("Hello", request=TYPED)
+    await _turn_done(session)  # all sent: the caller's side is still playing the second chunk
+    port.playing, port.played = True, 0.7
+    await session.text_input("Sorry, who?", request=TYPED)
+    await _turn_done(session)
+    await session.hangup()
+
+    first_reply = (await stored_messages(session.session_id))[1]
+    assert (first_reply.text, first_reply.interrupted) == (
+        "Hi, this is Alex from Vantum. How is your week going?",
+        True,
+    )
+    assert [c["spoken"] for c in first_reply.chunks] == [True, True, False]
+    assert provider.requests[1][-2] == {
+        "role": "assistant",
+        "content": "Hi, this is Alex from Vantum. How is your week going?",
+    }
+
+
+async def test_the_call_says_an_opener_unprompted_and_the_model_knows_it_was_said(use_engines):
+    provider = ScriptedProvider([Script(tokens_of("Great to hear."))])
+    use_engines(chat=provider, speech=BeepEngine())
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await asyncio.wait_for(session.say("Hi Dana, this is Alex. ||BREAK|| Is now a good time?"), 5)
+    await session.text_input("Sure, go ahead.", request=TYPED)
+    await _turn_done(session)
+    await session.hangup()
+
+    assert [c for c in port.calls if c[0] == "text"][:2] == [
+        ("text", 0, "Hi Dana, this is Alex."),
+        ("text", 1, "Is now a good time?"),
+    ]
+    messages = await stored_messages(session.session_id)
+    assert [(m.role, m.text) for m in messages] == [
+        ("assistant", "Hi Dana, this is Alex. Is now a good time?"),
+        ("user", "Sure, go ahead."),
+        ("assistant", "Great to hear."),
+    ]
+    assert provider.requests[0][1:] == [
+        {"role": "assistant", "content": "Hi Dana, this is Alex. Is now a good time?"},
+        {"role": "user", "content": "Sure, go ahead."},
+    ]
 
 
 async def test_a_voice_turn_without_speech_to_text_is_refused_with_a_clear_message(use_engines):

@@ -376,3 +376,46 @@ async def test_a_streaming_engine_gets_the_audio_while_the_caller_speaks_and_par
     # The turn's audio went to the engine as it came: from ~0.5 s before the onset to the end.
     assert 2 * 24000 * 1.0 < stream.audio_bytes < len(audio) - 2 * 24000 * 0.4
     assert stream.controls[:1] == ["Finalize"]
+
+
+async def test_the_model_is_asked_at_the_callers_pause_and_the_turn_takes_that_answer(use_engines, whisper):
+    provider = ScriptedProvider([Script(tokens_of(REPLY))])
+    use_engines(chat=provider, speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, silence(300) + speech(QUESTION) + silence(200))  # a pause, not yet the end
+    await until(lambda: len(provider.requests) == 1)  # asked before the end of the turn
+    assert "speech_stopped" not in port.kinds()
+    await feed(session, silence(800))
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    await session.hangup()
+
+    assert len(provider.requests) == 1  # the turn took the preemptive request
+    assert words(provider.requests[0][-1]["content"]) == words(QUESTION)
+    counts = session.conversation.provider.counts
+    assert (counts.started, counts.used, counts.discarded) == (1, 1, 0)
+    assert [c[2] for c in port.calls if c[0] == "text"] == [
+        "Hi, this is Alex from Vantum.",
+        "How is your week going?",
+    ]
+
+
+async def test_a_caller_who_goes_on_after_a_pause_gets_an_answer_to_all_they_said(use_engines, whisper):
+    provider = ScriptedProvider([Script(tokens_of(REPLY))])
+    use_engines(chat=provider, speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    await feed(session, silence(300) + speech("I run a bakery.") + silence(200))
+    await until(lambda: len(provider.requests) == 1)
+    await feed(session, speech(QUESTION) + silence(1000))  # they went on: that request is dropped
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    await session.hangup()
+
+    assert len(provider.requests) == 2
+    assert words(provider.requests[1][-1]["content"]) == words("I run a bakery. " + QUESTION)
+    counts = session.conversation.provider.counts
+    assert (counts.started, counts.used, counts.discarded) == (1, 0, 1)
+    users = [m.text for m in await stored_messages(session.session_id) if m.role == "user"]
+    assert [words(text) for text in users] == [words("I run a bakery. " + QUESTION)]

@@ -4,6 +4,7 @@ PostgreSQL stopped (immediate shutdown) in the middle of live calls and started 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import urllib.request
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.outage_servers import StoppablePostgres, Uvicorn
 from tests.servers import migrate, server_env
+from tests.test_call_webhook import Receiver
 from vantum_client import CallClient
 
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
@@ -71,8 +73,22 @@ def _metric(port: int, name: str) -> float:
     return values[0] if values else 0.0
 
 
+def _recordings(database_url: str, sessions: list[str]) -> list[tuple[str, bool]]:
+    with psycopg.connect(database_url) as db:
+        return db.execute(
+            "SELECT session_id::text, recording <> '' FROM calls_call WHERE session_id::text = ANY(%s) "
+            "ORDER BY 1",
+            (sessions,),
+        ).fetchall()
+
+
 async def test_a_database_outage_loses_no_row_and_new_calls_still_connect(database, tmp_path):
-    server = Uvicorn(_env(database, tmp_path / "spool"), log_path=tmp_path / "uvicorn.log").start()
+    crm = Receiver([])  # the end-of-call webhook's receiver
+    env = _env(database, tmp_path / "spool")
+    env.update(
+        {"CALL_WEBHOOK_URL": crm.url, "CALL_WEBHOOK_SECRET": "whsec-outage", "MEDIA_ROOT": str(tmp_path)}
+    )
+    server = Uvicorn(env, log_path=tmp_path / "uvicorn.log").start()
     try:
         before = [CallClient(server.ws_url) for _ in range(3)]
         for call in before:
@@ -106,8 +122,21 @@ async def test_a_database_outage_loses_no_row_and_new_calls_still_connect(databa
         assert _metric(server.port, "vantum_recorder_spooled_total") > 0
         assert _metric(server.port, "vantum_recorder_lost_writes_total") == 0
         assert list((tmp_path / "spool").glob("*.jsonl")) == []
+        # Every call's recording is attached, the one that hung up during the outage too, and
+        # every ended call's report reached the CRM once its rows were readable.
+        sessions = sorted(row[0] for row in expected)
+        assert _recordings(database.url, sessions) == [(session, True) for session in sessions]
+        for _ in range(100):
+            if len(crm.requests) >= len(sessions):
+                break
+            await asyncio.sleep(0.2)
+        reports = [json.loads(body) for _, body in crm.requests]
+        assert sorted(report["sessionId"] for report in reports) == sessions
+        assert all(report["endedAt"] for report in reports)
+        assert _metric(server.port, "vantum_webhooks_lost_total") == 0
     finally:
         server.stop()
+        crm.close()
 
 
 async def test_a_nul_byte_in_a_typed_turn_is_stored_with_the_rest_of_the_text(database, tmp_path):

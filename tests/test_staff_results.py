@@ -198,10 +198,15 @@ def test_the_dashboard_compares_versions_on_bookings_with_an_interval(admin_clie
 
 
 def test_prompt_editors_see_the_comparison(client, version):  # noqa: F811
+    call_with(version, outcome="meeting_booked")
     client.force_login(user_in("Prompt editors"))
     response = client.get("/admin/calls/call/dashboard/")
     assert response.status_code == 200
-    assert "Prompt versions compared" in response.content.decode()
+    html = response.content.decode()
+    assert "Prompt versions compared" in html
+    # They may not open calls: no bar, figure or version links to the calls list (a 403).
+    assert 'aria-label="Outcomes"' in html and "/admin/calls/call/?" not in html
+    assert "Click a bar" not in html
     client.force_login(User.objects.create_user("nobody", password="pw", is_staff=True))
     refused = client.get("/admin/calls/call/dashboard/")
     assert refused.status_code == 403 and b"prompt editors" in refused.content

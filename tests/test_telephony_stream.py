@@ -118,8 +118,29 @@ async def test_inbound_call_holds_a_two_turn_conversation(twilio, use_engines):
     assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
 
 
-async def test_outbound_call_the_agent_opens_with_the_prospects_name(twilio, use_engines, settings):
+@database_sync_to_async
+def _set_active_opener(opener: str) -> None:
+    from agents.models import PromptVersion
+    from agents.services import prompt_version_ensure_initial
+    from calls.instances import llm_config_for_new_call
+
+    version = prompt_version_ensure_initial(config=llm_config_for_new_call(None))
+    PromptVersion.objects.filter(pk=version.pk).update(opener=opener)
+
+
+@pytest.mark.parametrize(
+    ("version_opener", "spoken"),
+    [
+        ("", ["Hi Dana, this is Alex.", "Is now a good time?"]),  # blank: TELEPHONY_OPENER
+        ("Hello {name} at {company}! ||BREAK|| Alex here.", ["Hello Dana at Acme!", "Alex here."]),
+    ],
+    ids=["setting", "prompt-version"],
+)
+async def test_outbound_call_the_agent_opens_with_the_prospects_name(
+    twilio, use_engines, settings, version_opener, spoken
+):
     settings.TELEPHONY_OPENER = "Hi {name}, this is Alex. ||BREAK|| Is now a good time?"
+    await _set_active_opener(version_opener)
     _engines(use_engines)
     prospect = await database_sync_to_async(Prospect.objects.create)(
         name="Dana", company="Acme", phone="+14155550111", timezone="America/New_York"
@@ -140,12 +161,10 @@ async def test_outbound_call_the_agent_opens_with_the_prospects_name(twilio, use
     await leg.hang_up()
     phone_call = await _phone_call("CA0004")
     assert phone_call.pk == placed.pk
-    assert await _messages(phone_call.session_id) == [
-        ("assistant", "Hi Dana, this is Alex. Is now a good time?", False)
-    ]
+    assert await _messages(phone_call.session_id) == [("assistant", " ".join(spoken), False)]
     call = await database_sync_to_async(Call.objects.get)(session_id=phone_call.session_id)
     assert call.prospect == {"name": "Dana", "company": "Acme"}
-    assert abs(leg.media_seconds() - len("Hi Dana, this is Alex.Is now a good time?") * 0.02) <= 0.1
+    assert abs(leg.media_seconds() - len("".join(spoken)) * 0.02) <= 0.1
 
 
 @pytest.mark.parametrize("block_delay", [0.0, 0.3], ids=["reply-already-sent", "reply-still-produced"])
@@ -153,7 +172,7 @@ async def test_barge_in_clears_twilio_and_keeps_what_the_marks_say_was_heard(
     twilio, use_engines, block_delay
 ):
     sentences = [f"This is sentence number {n} of a long answer." for n in range(6)]
-    _engines(use_engines, " ||BREAK|| ".join(sentences), block_delay=block_delay)
+    provider = _engines(use_engines, " ||BREAK|| ".join(sentences), "Sure.", block_delay=block_delay)
     _, leg = await _connect(twilio, "CA0005")
     leg.speed = 1.0  # play in real time, so the caller can cut in
     await leg.say(caller_speech(0.6))
@@ -169,6 +188,11 @@ async def test_barge_in_clears_twilio_and_keeps_what_the_marks_say_was_heard(
         await asyncio.sleep(0.02)
     assert leg.clears == 1
     reported = max(leg.mark_positions)  # what the acknowledged marks say was played
+    await leg.silence(0.8)  # the caller's turn ends: it goes to the model
+    for _ in range(200):
+        if len(provider.requests) == 2:
+            break
+        await asyncio.sleep(0.02)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()
@@ -185,6 +209,11 @@ async def test_barge_in_clears_twilio_and_keeps_what_the_marks_say_was_heard(
             break
         await asyncio.sleep(0.05)
     assert messages[1] == ("assistant", " ".join(heard), True)
+    # The model, too, is told only what the caller heard.
+    assert provider.requests[1][-2:] == [
+        {"role": "assistant", "content": " ".join(heard)},
+        {"role": "user", "content": "Tell me more."},
+    ]
 
 
 async def test_dtmf_digits_are_recorded(twilio, use_engines):
@@ -303,9 +332,12 @@ async def test_do_not_call_outcome_puts_the_number_on_the_list(twilio, use_engin
         if phone_call.session_id:
             break
         await asyncio.sleep(0.02)
-    await database_sync_to_async(Call.objects.filter(session_id=phone_call.session_id).update)(
-        outcome="do_not_call"
-    )
+    for _ in range(200):  # the call's row is written by its write queue, just after start
+        if await database_sync_to_async(Call.objects.filter(session_id=phone_call.session_id).update)(
+            outcome="do_not_call"
+        ):
+            break
+        await asyncio.sleep(0.02)
     await leg.stop()
     await leg.until_closed()
     await leg.hang_up()

@@ -3,77 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 
 import pytest
-import websockets
 
-from tts.base import SpeechError
+from tts.base import SpeechError, engine_for_rate
 from tts.cartesia_engine import CartesiaEngine
+from tts.fake_cartesia import FakeCartesia
 
 VOICE = "a0e99841-438c-4a64-b679-ae501e7d6091"
-
-
-class FakeCartesia:
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.cancelled: list[str] = []
-        self.headers: list[dict] = []
-        self.connections = 0
-        self.tasks: set[asyncio.Task] = set()
-
-    async def handler(self, socket) -> None:
-        self.connections += 1
-        self.headers.append(dict(socket.request.headers))
-        async for raw in socket:
-            message = json.loads(raw)
-            if message.get("cancel"):
-                self.cancelled.append(message["context_id"])
-                continue
-            self.requests.append(message)
-            self.tasks.add(asyncio.create_task(self._answer(socket, message)))
-
-    async def _answer(self, socket, message) -> None:
-        context = message["context_id"]
-        text = message["transcript"]
-        if text == "fail":
-            await socket.send(
-                json.dumps({"type": "error", "done": True, "error": "Invalid voice", "context_id": context})
-            )
-            return
-        if text == "drop":
-            await socket.close()
-            return
-        blocks = 20 if text == "slow" else 3
-        for _ in range(blocks):
-            # The audio encodes which request it answers, so routing can be checked.
-            audio = text.encode()[:4].ljust(4, b"_") * 100
-            await socket.send(
-                json.dumps(
-                    {
-                        "type": "chunk",
-                        "data": base64.b64encode(audio).decode(),
-                        "done": False,
-                        "status_code": 206,
-                        "context_id": context,
-                    }
-                )
-            )
-            await asyncio.sleep(0.05 if text == "slow" else 0.001)
-        await socket.send(
-            json.dumps({"type": "done", "done": True, "status_code": 206, "context_id": context})
-        )
 
 
 @pytest.fixture
 async def cartesia():
     fake = FakeCartesia()
-    async with websockets.serve(fake.handler, "127.0.0.1", 0) as server:
-        port = server.sockets[0].getsockname()[1]
-        engine = CartesiaEngine(
-            api_key="ck-test", model="sonic-2", default_voice=VOICE, url=f"ws://127.0.0.1:{port}"
-        )
+    async with fake.serve() as url:
+        engine = CartesiaEngine(api_key="ck-test", model="sonic-2", default_voice=VOICE, url=url)
         yield fake, engine
 
 
@@ -136,3 +80,35 @@ def test_a_voice_id_is_required_and_unknown_voices_fall_back():
         CartesiaEngine(api_key="k")
     engine = CartesiaEngine(api_key="k", default_voice=VOICE)
     assert engine.resolve_voice("not-a-voice") == VOICE
+
+
+async def test_the_phone_rate_variant_asks_for_8_khz_on_the_same_socket(cartesia):
+    fake, engine = cartesia
+    phone = engine_for_rate(engine, 8000)
+    assert phone is not engine and phone is engine.for_rate(8000)  # one variant per rate
+    assert (phone.name, phone.sample_rate(VOICE), engine.sample_rate(VOICE)) == ("cartesia", 8000, 24000)
+    assert phone.resolve_voice("not-a-voice") == VOICE
+    together = await asyncio.gather(_speak(phone, "DDDD phone"), _speak(engine, "EEEE web"))
+    assert together == [b"DDDD" * 300, b"EEEE" * 300]
+    assert fake.connections == 1
+    formats = {r["transcript"]: r["output_format"] for r in fake.requests}
+    assert formats == {
+        "DDDD phone": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 8000},
+        "EEEE web": {"container": "raw", "encoding": "pcm_s16le", "sample_rate": 24000},
+    }
+
+
+async def test_cancelling_a_phone_rate_synthesis_cancels_its_context(cartesia):
+    fake, engine = cartesia
+    blocks = engine.for_rate(8000).synthesize("slow", voice_id=VOICE)
+    assert await anext(blocks)
+    await blocks.aclose()
+    await asyncio.sleep(0.05)
+    assert fake.cancelled == [fake.requests[0]["context_id"]]
+
+
+def test_rates_cartesia_does_not_offer_keep_the_engine():
+    engine = CartesiaEngine(api_key="k", default_voice=VOICE)
+    assert engine.for_rate(24000) is engine
+    assert engine.for_rate(11025) is None
+    assert engine_for_rate(engine, 11025) is engine

@@ -3,6 +3,14 @@
 One WebSocket per process, opened on first use and reopened after a drop; each chunk is a
 context (``context_id``) whose responses are routed to it, so many calls share the socket.
 Cancelling a synthesis (barge-in) sends ``{"context_id": ..., "cancel": true}``.
+
+``for_rate(8000)`` is the same engine asking Cartesia for 8 kHz PCM: a phone call speaks
+through it and its audio needs no resampling (only the G.711 μ-law encode, a table look-up).
+Cartesia could send μ-law itself (``pcm_mulaw``), but everything between the engine and
+the phone (framing, pacing, heard-audio accounting, the call recording) counts 16-bit PCM
+samples. Passing μ-law through would save the encode and half of Cartesia's bytes, about
+0.1 ms CPU per second of speech (``bench/bench_phone.py --engine-rates``), against a second
+audio encoding in all of those; so the phone variant asks for ``pcm_s16le``.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 API_VERSION = "2025-04-16"
 SAMPLE_RATE = 24000
+# The rates Cartesia's raw output formats offer.
+SUPPORTED_RATES = frozenset({8000, 16000, 22050, 24000, 44100, 48000})
 _UUID = re.compile(r"^[0-9a-fA-F-]{36}$")
 
 
@@ -54,6 +64,7 @@ class CartesiaEngine:
         self._reader: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
         self._contexts: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._variants: dict[int, CartesiaAtRate] = {}
 
     def voices(self) -> list[Voice]:
         return [Voice(self.default_voice, "Cartesia voice", self.language)]
@@ -68,7 +79,23 @@ class CartesiaEngine:
     def sample_rate(self, voice_id: str) -> int:
         return self.rate
 
-    async def synthesize(self, text: str, *, voice_id: str) -> AsyncIterator[bytes]:
+    def for_rate(self, sample_rate: int) -> CartesiaEngine | CartesiaAtRate | None:
+        """This engine rendering at ``sample_rate`` (the optional capability of
+        ``tts.base``): it shares this engine's socket and voices. None for a rate Cartesia
+        does not offer."""
+        if sample_rate == self.rate:
+            return self
+        if sample_rate not in SUPPORTED_RATES:
+            return None
+        if sample_rate not in self._variants:
+            self._variants[sample_rate] = CartesiaAtRate(self, sample_rate)
+        return self._variants[sample_rate]
+
+    def synthesize(self, text: str, *, voice_id: str) -> AsyncIterator[bytes]:
+        return self.synthesize_at(text, voice_id=voice_id, sample_rate=self.rate)
+
+    async def synthesize_at(self, text: str, *, voice_id: str, sample_rate: int) -> AsyncIterator[bytes]:
+        """PCM s16le at ``sample_rate`` (one of ``SUPPORTED_RATES``), rendered by Cartesia."""
         socket = await self._connected()
         context_id = str(uuid.uuid4())
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -86,7 +113,7 @@ class CartesiaEngine:
                         "output_format": {
                             "container": "raw",
                             "encoding": "pcm_s16le",
-                            "sample_rate": self.rate,
+                            "sample_rate": sample_rate,
                         },
                         "continue": False,
                     }
@@ -153,3 +180,28 @@ class CartesiaEngine:
                 self._socket = None  # reconnect on next use
             for queue in self._contexts.values():
                 queue.put_nowait({"type": "error", "error": "connection lost"})
+
+
+class CartesiaAtRate:
+    """A ``CartesiaEngine`` asking for another output rate: same socket, voices and name
+    (the call's stored engine stays "cartesia"). Built by ``CartesiaEngine.for_rate``."""
+
+    def __init__(self, engine: CartesiaEngine, sample_rate: int) -> None:
+        self.engine = engine
+        self.rate = sample_rate
+        self.name = engine.name
+
+    def voices(self) -> list[Voice]:
+        return self.engine.voices()
+
+    def resolve_voice(self, voice_id: str | None) -> str:
+        return self.engine.resolve_voice(voice_id)
+
+    def sample_rate(self, voice_id: str) -> int:
+        return self.rate
+
+    def for_rate(self, sample_rate: int) -> CartesiaEngine | CartesiaAtRate | None:
+        return self.engine.for_rate(sample_rate)
+
+    def synthesize(self, text: str, *, voice_id: str) -> AsyncIterator[bytes]:
+        return self.engine.synthesize_at(text, voice_id=voice_id, sample_rate=self.rate)

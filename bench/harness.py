@@ -5,6 +5,7 @@ process (``bench/serve.py``), speaking MessagePack per PROTOCOL.md.
     python bench/harness.py capacity --server uvicorn --open-loop --calls 400 --think 5 --turns 6
     python bench/harness.py capacity --server uvicorn --workers 2 ...   (Redis channel layer)
     python bench/harness.py memory --connections 2000
+    python bench/harness.py memory --server uvicorn --connections 500 --talking 200 [--tracemalloc]
     python bench/harness.py leak --calls 1000 --concurrency 50
     python bench/harness.py progressive
     python bench/harness.py overhead
@@ -18,15 +19,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
+import linecache
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +121,12 @@ class Servers:
                 command.append("--buffered")
             if getattr(self.args, "profile", ""):
                 command += ["--profile", str(Path(self.args.profile).resolve())]
+            if self.args.ws != "auto":
+                command += ["--ws", self.args.ws]
+            if getattr(self.args, "ws_deflate", False):
+                command.append("--ws-deflate")
+            if getattr(self.args, "tracemalloc", False):
+                command += ["--tracemalloc", str(self.workdir / f"heap-{len(self.processes)}")]
             log = open(self.workdir / f"server-{port}.log", "wb")
             self.processes.append(
                 subprocess.Popen(command, cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -159,6 +170,20 @@ class Servers:
                 times = process.cpu_times()
                 total += times.user + times.system
         return total
+
+    async def heap_snapshot(self) -> tracemalloc.Snapshot:
+        """A ``tracemalloc`` snapshot of the (one) server process (``--tracemalloc``)."""
+        process = self.processes[0]
+        self.snapshots_taken = getattr(self, "snapshots_taken", 0) + 1
+        path = self.workdir / f"heap-0-{self.snapshots_taken}"
+        os.kill(process.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 120
+        while not path.with_suffix(".done").exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the server wrote no heap snapshot")
+            await asyncio.sleep(0.2)
+        snapshot = tracemalloc.Snapshot.load(str(path.with_suffix(".snapshot")))
+        return snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
 
     def marker_times(self) -> dict[str, float]:
         if not self.marks.exists():
@@ -439,8 +464,12 @@ async def run_capacity(args: argparse.Namespace) -> dict:
 
 
 async def run_memory(args: argparse.Namespace) -> dict:
+    """RSS per idle call (``--connections`` calls connected, nothing said), then per talking
+    call (``--talking`` of them each type one turn; RSS sampled while the replies play).
+    ``--tracemalloc``: the server's Python heap growth too, per call, by allocating site."""
     with Servers(args) as servers:
         await asyncio.sleep(2)
+        heaps = {"base": await servers.heap_snapshot()} if args.tracemalloc else {}
         base = servers.rss_mb()
         clients = []
         for n in range(args.connections):
@@ -451,17 +480,141 @@ async def run_memory(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(0.2)
         await asyncio.sleep(3)
         loaded = servers.rss_mb()
+        if args.tracemalloc:
+            heaps["idle"] = await servers.heap_snapshot()
+        talking = await talk(servers, clients[: args.talking], heaps) if args.talking else {}
         for client in clients:
             await client.close()
         await asyncio.sleep(3)
         after = servers.rss_mb()
-    return {
+    summary = {
         "connections": args.connections,
         "rss_idle_mb": round(base, 1),
         "rss_connected_mb": round(loaded, 1),
         "rss_after_close_mb": round(after, 1),
         "kb_per_idle_call": round((loaded - base) * 1024 / args.connections, 1),
     }
+    if talking:
+        peak = talking.pop("rss_peak_mb")
+        summary.update(
+            talking_calls=args.talking,
+            rss_talking_peak_mb=round(peak, 1),
+            kb_per_talking_call_over_idle=round((peak - loaded) * 1024 / args.talking, 1),
+            **talking,
+        )
+    if heaps:
+        summary["heap_kb_per_idle_call"] = heap_growth(heaps["base"], heaps["idle"], args.connections)
+        if "talking" in heaps:
+            summary["heap_kb_per_talking_call_over_idle"] = heap_growth(
+                heaps["idle"], heaps["talking"], args.talking
+            )
+        print_heap_growth(summary)
+    summary["load_average"] = os.getloadavg()
+    return summary
+
+
+async def talk(servers: Servers, clients: list[CallClient], heaps: dict) -> dict:
+    """Each client types one turn at once; RSS is sampled every 0.2 s until every reply is
+    complete (the heap snapshot, if any, once every reply's first audio has arrived)."""
+    for client in clients:
+        while not client.events.empty():
+            client.events.get_nowait()
+    started = time.monotonic()
+    await asyncio.gather(*(c.send("voicechat.text.input", {"text": "Tell me about Vantum"}) for c in clients))
+    first_audio = [asyncio.Event() for _ in clients]
+    errors: list[str] = []
+
+    async def follow(client: CallClient, heard: asyncio.Event) -> None:
+        while True:
+            event = await client.next_event(timeout=120)
+            if event.event_type == "voicechat.response.chunk":
+                heard.set()
+            elif event.event_type == "voicechat.response.complete":
+                heard.set()
+                return
+            elif event.event_type.endswith("error"):
+                errors.append(str(event.payload.get("message")))
+
+    followers = asyncio.gather(*(follow(c, e) for c, e in zip(clients, first_audio, strict=True)))
+    samples: list[float] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(servers.rss_mb())
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample())
+    await asyncio.gather(*(e.wait() for e in first_audio))
+    if heaps:
+        await asyncio.sleep(1)
+        heaps["talking"] = await servers.heap_snapshot()
+    await followers
+    sampler.cancel()
+    return {
+        "rss_peak_mb": max(samples),
+        "talk_seconds": round(time.monotonic() - started, 1),
+        "talk_errors": len(errors),
+    }
+
+
+def heap_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, calls: int) -> dict:
+    """Python heap growth per call between two snapshots: in total, by the innermost project
+    line that allocated (the cause, ``<file>:<line> <source>``), and by allocating line."""
+
+    def sizes(snapshot: tracemalloc.Snapshot) -> tuple[dict[str, int], dict[str, int]]:
+        cause: dict[str, int] = {}
+        site: dict[str, int] = {}
+        for stat in snapshot.statistics("traceback"):  # grouped in C: far fewer than traces
+            frames = list(stat.traceback)  # oldest first
+            inner = frames[-1]
+            key = f"{_short(inner.filename)}:{inner.lineno}"
+            site[key] = site.get(key, 0) + stat.size
+            ours = next((f for f in reversed(frames) if _is_project(f.filename)), inner)
+            source = linecache.getline(ours.filename, ours.lineno).strip()[:70]
+            key = f"{_short(ours.filename)}:{ours.lineno} {source}"
+            cause[key] = cause.get(key, 0) + stat.size
+        return cause, site
+
+    (cause_a, site_a), (cause_b, site_b) = sizes(before), sizes(after)
+
+    def top(a: dict[str, int], b: dict[str, int], n: int = 25) -> list[list]:
+        diff = {k: b.get(k, 0) - a.get(k, 0) for k in a.keys() | b.keys()}
+        ranked = sorted(diff.items(), key=lambda kv: -kv[1])[:n]
+        return [[key, round(size / calls / 1024, 2)] for key, size in ranked if size > 0]
+
+    total = sum(t.size for t in after.traces) - sum(t.size for t in before.traces)
+    return {
+        "total": round(total / calls / 1024, 2),
+        "by_project_line": top(cause_a, cause_b),
+        "by_allocating_line": top(site_a, site_b),
+    }
+
+
+@functools.cache
+def _is_project(filename: str) -> bool:
+    path = Path(filename)
+    return ROOT in path.parents and ".venv" not in path.parts and "bench" not in path.parts
+
+
+@functools.cache
+def _short(filename: str) -> str:
+    path = Path(filename)
+    if ROOT in path.parents and ".venv" not in path.parts:
+        return str(path.relative_to(ROOT))
+    parts = path.parts
+    return "/".join(parts[parts.index("site-packages") + 1 :]) if "site-packages" in parts else path.name
+
+
+def print_heap_growth(summary: dict) -> None:
+    for name in ("heap_kb_per_idle_call", "heap_kb_per_talking_call_over_idle"):
+        growth = summary.get(name)
+        if not growth:
+            continue
+        print(f"\n{name}: {growth['total']} KB")
+        for title in ("by_project_line", "by_allocating_line"):
+            print(f"  {title}:")
+            for key, kb in growth[title]:
+                print(f"    {kb:8.2f} KB  {key}")
 
 
 async def run_leak(args: argparse.Namespace) -> dict:
@@ -650,6 +803,7 @@ def main() -> None:
         p.add_argument("--workers", type=int, default=1, help="uvicorn worker processes sharing one port")
         p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
         p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+        p.add_argument("--ws", choices=["auto", "websockets", "websockets-sansio", "wsproto"], default="auto")
         p.add_argument("--open-loop", action="store_true", help="the issue's open-loop callers (barge-ins)")
         p.add_argument("--redis", action="store_true")
         p.add_argument("--database-url", default="")
@@ -666,6 +820,9 @@ def main() -> None:
         p.add_argument("--connections", type=int, default=2000)
         p.add_argument("--concurrency", type=int, default=50)
         p.add_argument("--tokens", type=int, default=5000)
+        p.add_argument("--talking", type=int, default=0, help="memory: calls that then each type one turn")
+        p.add_argument("--tracemalloc", action="store_true", help="memory: the server's heap growth per call")
+        p.add_argument("--ws-deflate", action="store_true", help="uvicorn: permessage-deflate on")
     args = parser.parse_args()
     runner = {
         "capacity": run_capacity,

@@ -33,6 +33,7 @@ REPLY = (
 )
 
 
+WS_CHOICES = ["auto", "websockets", "websockets-sansio", "wsproto"]
 CONFIG_VARIABLE = "VANTUM_BENCH_SERVE"  # the options, as JSON, for each uvicorn worker process
 
 
@@ -43,16 +44,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes on one port")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto", help="uvicorn only")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto", help="uvicorn only")
+    parser.add_argument("--ws", choices=WS_CHOICES, default="auto", help="uvicorn only: WebSocket library")
     parser.add_argument("--ttft", type=float, default=0.3, help="seconds to the first token")
     parser.add_argument("--tps", type=float, default=50.0, help="tokens per second after the first")
     parser.add_argument("--engine", default="tone")
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
     parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
+    parser.add_argument(
+        "--ws-deflate", action="store_true", help="uvicorn: permessage-deflate on (its default)"
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        default="",
+        help="trace allocations; each SIGUSR1 dumps a snapshot to <this>-<n>.snapshot (one process)",
+    )
     args = parser.parse_args()
     if args.workers > 1 and args.server != "uvicorn":
         parser.error("--workers needs --server uvicorn")
     os.environ[CONFIG_VARIABLE] = json.dumps(vars(args))
+    if args.tracemalloc:
+        trace_allocations(args.tracemalloc)
 
     profiler = None
     if args.profile:
@@ -73,6 +85,26 @@ def main() -> None:
             )
 
 
+def trace_allocations(prefix: str) -> None:
+    """Each SIGUSR1 writes a ``tracemalloc`` snapshot ``<prefix>-<n>.snapshot``
+    (``tracemalloc.Snapshot.load``), then ``<prefix>-<n>.done``. Tracing (25 frames deep)
+    starts at the first signal: a slow start-up under tracing could miss the harness's
+    timeout, and growth between two snapshots is all a benchmark compares."""
+    import tracemalloc
+
+    taken = [0]
+
+    def dump(*_: object) -> None:
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(25)
+        taken[0] += 1
+        path = f"{prefix}-{taken[0]}"
+        tracemalloc.take_snapshot().dump(path + ".snapshot")
+        Path(path + ".done").touch()
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def serve(args: argparse.Namespace) -> None:
     if args.server == "uvicorn":
         import uvicorn
@@ -87,8 +119,12 @@ def serve(args: argparse.Namespace) -> None:
             workers=args.workers,
             loop=args.loop,
             http=args.http,
+            ws=args.ws,
             log_level="warning",
             ws_max_size=4 * 1024 * 1024,
+            # As the README's production commands: no per-message compression (its zlib
+            # state was ~45 KB of every idle call, and audio barely compresses).
+            ws_per_message_deflate=args.ws_deflate,
         )
     else:
         from daphne.server import Server

@@ -134,79 +134,105 @@ def call_tool_registry(*, timeout: float, record: RecordWrite | None = None) -> 
     working hours, so the model can turn "next Tuesday at ten" into a time.
 
     ``record`` is the call's write queue: outcomes the tools set are queued there, behind the
-    call's own row, so one set a moment after the call started is never lost."""
+    call's own row, so one set a moment after the call started is never lost. Only the
+    handlers are the call's own (bound to ``record``); names, descriptions and schemas are
+    shared by every call started in the same minute (``_tool_specs``)."""
+    return ToolRegistry(
+        [
+            Tool(
+                name=name,
+                description=description,
+                parameters=parameters,
+                handler=functools.partial(run, record=record),
+            )
+            for name, description, parameters, run in _tool_specs()
+        ],
+        timeout=timeout,
+    )
+
+
+ToolSpec = tuple[str, str, dict[str, Any], Callable[..., Any]]
+_specs_cache: tuple[tuple[str, str], tuple[ToolSpec, ...]] | None = None
+
+
+def _tool_specs() -> tuple[ToolSpec, ...]:
+    """(name, description, JSON schema, handler) of each tool, built once per minute and
+    working hours: the descriptions name the current minute. Callers must not change them."""
+    global _specs_cache
     hours = services.working_hours()
     now = timezone.now().astimezone(hours.timezone)
     today = f"Now it is {now:%A %Y-%m-%d %H:%M} in {hours.timezone.key}."
+    working = f"Working hours: {hours.describe()}."
+    if _specs_cache is not None and _specs_cache[0] == (today, working):
+        return _specs_cache[1]
     when_help = (
         "ISO 8601 local date and time in the business timezone, e.g. 2026-12-01T10:00 "
         f"({hours.timezone.key}); an explicit offset is also accepted."
     )
-    return ToolRegistry(
-        [
-            Tool(
-                name="book_meeting",
-                description=(
-                    "Book a meeting or demo with the prospect once they agreed to a time. "
-                    f"Working hours: {hours.describe()}. {today} Refuses past times, times outside "
-                    "working hours and taken slots (then it names the next free slot). "
-                    "Say the result to the caller."
-                ),
-                parameters={
-                    "type": "object",
-                    "properties": {
-                        "start": {"type": "string", "minLength": 1, "description": when_help},
-                        "duration_minutes": {
-                            "type": "integer",
-                            "minimum": services.MIN_DURATION,
-                            "maximum": services.MAX_DURATION,
-                            "description": "Length of the meeting; 30 unless agreed otherwise.",
-                        },
-                        "attendee_email": {
-                            "type": "string",
-                            "description": "The prospect's e-mail, if given.",
-                        },
-                        "notes": {"type": "string", "description": "What the meeting is about."},
-                    },
-                    "required": ["start", "duration_minutes"],
-                    "additionalProperties": False,
-                },
-                handler=functools.partial(book_meeting, record=record),
+    specs: tuple[ToolSpec, ...] = (
+        (
+            "book_meeting",
+            (
+                "Book a meeting or demo with the prospect once they agreed to a time. "
+                f"{working} {today} Refuses past times, times outside "
+                "working hours and taken slots (then it names the next free slot). "
+                "Say the result to the caller."
             ),
-            Tool(
-                name="schedule_callback",
-                description=(
-                    "Promise to call the prospect back at a time they chose (a task for the sales team). "
-                    f"Working hours: {hours.describe()}. {today}"
-                ),
-                parameters={
-                    "type": "object",
-                    "properties": {
-                        "when": {"type": "string", "minLength": 1, "description": when_help},
-                        "reason": {"type": "string", "description": "Why and about what to call back."},
+            {
+                "type": "object",
+                "properties": {
+                    "start": {"type": "string", "minLength": 1, "description": when_help},
+                    "duration_minutes": {
+                        "type": "integer",
+                        "minimum": services.MIN_DURATION,
+                        "maximum": services.MAX_DURATION,
+                        "description": "Length of the meeting; 30 unless agreed otherwise.",
                     },
-                    "required": ["when"],
-                    "additionalProperties": False,
-                },
-                handler=functools.partial(schedule_callback, record=record),
-            ),
-            Tool(
-                name="end_call",
-                description=(
-                    "End the call: when the prospect is not interested, asks to stop, or everything is "
-                    "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken."
-                ),
-                parameters={
-                    "type": "object",
-                    "properties": {
-                        "outcome": {"type": "string", "enum": END_OUTCOMES},
-                        "summary": {"type": "string", "description": "One sentence for the sales team."},
+                    "attendee_email": {
+                        "type": "string",
+                        "description": "The prospect's e-mail, if given.",
                     },
-                    "required": ["outcome"],
-                    "additionalProperties": False,
+                    "notes": {"type": "string", "description": "What the meeting is about."},
                 },
-                handler=functools.partial(end_call, record=record),
+                "required": ["start", "duration_minutes"],
+                "additionalProperties": False,
+            },
+            book_meeting,
+        ),
+        (
+            "schedule_callback",
+            (
+                "Promise to call the prospect back at a time they chose (a task for the sales team). "
+                f"{working} {today}"
             ),
-        ],
-        timeout=timeout,
+            {
+                "type": "object",
+                "properties": {
+                    "when": {"type": "string", "minLength": 1, "description": when_help},
+                    "reason": {"type": "string", "description": "Why and about what to call back."},
+                },
+                "required": ["when"],
+                "additionalProperties": False,
+            },
+            schedule_callback,
+        ),
+        (
+            "end_call",
+            (
+                "End the call: when the prospect is not interested, asks to stop, or everything is "
+                "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken."
+            ),
+            {
+                "type": "object",
+                "properties": {
+                    "outcome": {"type": "string", "enum": END_OUTCOMES},
+                    "summary": {"type": "string", "description": "One sentence for the sales team."},
+                },
+                "required": ["outcome"],
+                "additionalProperties": False,
+            },
+            end_call,
+        ),
     )
+    _specs_cache = ((today, working), specs)
+    return specs

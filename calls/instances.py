@@ -124,8 +124,29 @@ def prompt_version_for_new_call() -> Any:
         logger.warning("database unreachable: new call uses the cached prompt version (%s)", _prompt_version)
         connection.close()
         return _prompt_version
+    version = _shared_version(version)
     _prompt_version = version
     return version
+
+
+# Versions in use, each by itself: a call keeps its version (``CallSession.prompt_version``)
+# for its whole life, and calls that read an identical row (and profile) share one instance
+# instead of each holding its own copy of the prompt texts (~3 KB a call). Read-only.
+_shared_versions: dict[tuple[Any, ...], Any] = {}
+SHARED_MAX = 16  # versions (and configs) kept shared; versions change rarely
+
+
+def _shared_version(version: Any) -> Any:
+    if version is None:
+        return None
+    profile = version._state.fields_cache.get("profile")
+    key = (
+        tuple(getattr(version, field.attname) for field in version._meta.concrete_fields),
+        profile and tuple(getattr(profile, field.attname) for field in profile._meta.concrete_fields),
+    )
+    if len(_shared_versions) >= SHARED_MAX and key not in _shared_versions:
+        _shared_versions.clear()
+    return _shared_versions.setdefault(key, version)
 
 
 def refresh_cached_prompt_version() -> None:
@@ -136,12 +157,21 @@ def refresh_cached_prompt_version() -> None:
     _prompt_version = prompt_version_ensure_initial(config=settings.VANTUM_LLM)
 
 
+# Configs in use, each by itself (LLMConfig is frozen and hashable): a call keeps its config
+# for its whole life, and every call reading the same version then shares one copy of the
+# prompt texts instead of holding its own (~3 KB a call). Small: versions change rarely.
+_shared_configs: dict[Any, Any] = {}
+
+
 def llm_config_for_new_call(version: Any) -> Any:
     from agents.selectors import llm_config_for_version
 
     if version is None:
         return settings.VANTUM_LLM
-    return llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+    config = llm_config_for_version(base=settings.VANTUM_LLM, version=version)
+    if len(_shared_configs) >= SHARED_MAX and config not in _shared_configs:
+        _shared_configs.clear()
+    return _shared_configs.setdefault(config, config)
 
 
 # ------------------------------------------------------------------ heartbeat

@@ -58,11 +58,13 @@ class TurnRate:
     def __init__(self, per_minute: int, *, clock=time.monotonic) -> None:
         self.per_minute = per_minute
         self.clock = clock
-        self._times: deque[float] = deque()
+        self._times: deque[float] | None = None  # made at the first turn (memory of idle calls)
 
     def allow(self) -> bool:
         if not self.per_minute:
             return True
+        if self._times is None:
+            self._times = deque()
         now = self.clock()
         while self._times and now - self._times[0] >= 60.0:
             self._times.popleft()

@@ -30,6 +30,7 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -45,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 UNREACHABLE = (OperationalError, InterfaceError)
-_STOP = object()
 # The services a spool line may name, "module:function" (never an arbitrary callable read
 # from disk). Each is idempotent per call (and sequence number), so a replay is harmless.
 SPOOLABLE = frozenset(
@@ -83,6 +83,12 @@ def database_unreachable(error: BaseException) -> bool:
 
 
 class TranscriptRecorder:
+    """One call's write queue. ``record`` queues, one task runs the writes in order.
+
+    The task runs only while writes are queued (it ends when the queue is empty and the next
+    ``record`` starts another), and the queue exists only while it holds something: an idle
+    call holds neither (a task, its coroutine and a queue cost ~4 KB a call)."""
+
     def __init__(
         self,
         *,
@@ -98,37 +104,43 @@ class TranscriptRecorder:
         self.failed_writes = 0
         self.spooled_writes = 0
         self.spooling = False  # once a write is spooled, the rest of the call follows it (order)
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Writes (service, kwargs) and flush markers (futures), in order; None when empty.
+        self._queue: deque[object] | None = None
         self._task: asyncio.Task[None] | None = None
         self._current: tuple[Callable[..., Any], dict[str, Any]] | None = None
 
     def record(self, service: Callable[..., Any], /, **kwargs: Any) -> None:
         """Queue ``service(**kwargs)``; returns at once."""
-        if self._task is None:
+        self._enqueue((service, kwargs))
+
+    def _enqueue(self, item: object) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+        if self._task is None or self._task.done():  # done: cancelled before it could run
             self._task = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"recorder-{self.call_id}"
             )
-        self._queue.put_nowait((service, kwargs))
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize() + (self._current is not None)
+        return len(self._queue or ()) + (self._current is not None)
 
     async def flush(self) -> None:
         """Wait until every write queued so far has run (stored, spooled or given up)."""
-        if self._task is not None and not self._task.done():
+        if self._task is not None:
             done = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait(done)
+            self._enqueue(done)
             await asyncio.shield(done)
 
     async def close(self, wait_seconds: float = 10.0) -> None:
-        """Run what is queued, then stop. Shielded: a cancelled consumer still stores its call.
-        What is still pending after ``wait_seconds`` is spooled, not dropped."""
-        if self._task is None:
+        """Run what is queued, then return. Shielded: a cancelled consumer still stores its
+        call. What is still pending after ``wait_seconds`` is spooled, not dropped."""
+        task = self._task
+        if task is None:
             return
-        self._queue.put_nowait(_STOP)
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), wait_seconds)
+            await asyncio.wait_for(asyncio.shield(task), wait_seconds)
         except TimeoutError:
             logger.warning(
                 "call=%s %d writes still pending after %.0fs: spooling them",
@@ -136,39 +148,42 @@ class TranscriptRecorder:
                 self.pending,
                 wait_seconds,
             )
-            self._task.cancel()
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
             self._spool_remaining()
 
     def _spool_remaining(self) -> None:
         items = [self._current] if self._current is not None else []
         self._current = None
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
+        queue, self._queue = self._queue or deque(), None
+        for item in queue:
             if isinstance(item, asyncio.Future):
                 if not item.done():
                     item.set_result(None)
-            elif item is not _STOP:
+            else:
                 items.append(item)  # type: ignore[arg-type]
         self._spool(items)
 
     async def _drain(self) -> None:
-        while True:
-            item = await self._queue.get()
-            if item is _STOP:
-                return
-            if isinstance(item, asyncio.Future):
-                if not item.done():
-                    item.set_result(None)
-                continue
-            self._current = item  # type: ignore[assignment]
-            service, kwargs = item  # type: ignore[misc]
-            if self.spooling:
-                self._spool([item])  # type: ignore[list-item]
-            else:
-                await self._run_with_retries(service, kwargs)
-            self._current = None
+        try:
+            while self._queue:
+                item = self._queue.popleft()
+                if isinstance(item, asyncio.Future):
+                    if not item.done():
+                        item.set_result(None)
+                    continue
+                self._current = item  # type: ignore[assignment]
+                service, kwargs = item  # type: ignore[misc]
+                if self.spooling:
+                    self._spool([item])  # type: ignore[list-item]
+                else:
+                    await self._run_with_retries(service, kwargs)
+                self._current = None
+            self._queue = None  # empty: the next record() makes a new one
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
 
     async def _run_with_retries(self, service: Callable[..., Any], kwargs: dict[str, Any]) -> None:
         # Any worker thread (each keeps its own connection): calls' writes run in parallel
@@ -187,7 +202,7 @@ class TranscriptRecorder:
                 first_failure = first_failure or now
                 if database_unreachable(error):
                     # Wait in order; spool once the outage outlasts the budget or the queue grows.
-                    if now - first_failure >= self.spool_after or self._queue.qsize() >= self.max_pending:
+                    if now - first_failure >= self.spool_after or self.pending > self.max_pending:
                         logger.error(
                             "call=%s database unreachable for %.1fs (%s): spooling this call's writes",
                             self.call_id,

@@ -139,7 +139,7 @@ class CallSession:
         self.transcribing: dict[asyncio.Task[None], HeardTurn] = {}  # voice turns not yet committed
         self.carry_audio = b""  # a turn the caller went on from: joins the next one
         self.voices_told: set[str] = set()
-        self._closed = asyncio.Event()
+        self._closed: asyncio.Event | None = None  # made on first use (memory of idle calls)
         self.prompt_version: PromptVersion | None = None  # set at start (None: database down, no version yet)
 
     # ---------------------------------------------------------------- life cycle
@@ -223,7 +223,7 @@ class CallSession:
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)
-            self._closed.set()
+            self._closed_event().set()
         schedule_call_report(session_id=self.call_uuid)  # the webhook, in the background
         logger.info("call=%s ended: %s", self.session_id, reason)
 
@@ -245,7 +245,13 @@ class CallSession:
         """Server shutdown: end the call, then wait until its rows are stored (or spooled)."""
         message = SHUTDOWN_MESSAGE if reason == instances.SHUTDOWN_REASON else None
         await self.end(reason=reason, message=message)
-        await asyncio.wait_for(self._closed.wait(), settings.VANTUM_SHUTDOWN_SECONDS)
+        await asyncio.wait_for(self._closed_event().wait(), settings.VANTUM_SHUTDOWN_SECONDS)
+
+    def _closed_event(self) -> asyncio.Event:
+        """Set once the call's rows are stored (or spooled) at hang-up."""
+        if self._closed is None:
+            self._closed = asyncio.Event()
+        return self._closed
 
     # ---------------------------------------------------------------- caller input
     async def audio_start(

@@ -98,7 +98,8 @@ def proxied(tmp_path_factory):
     )
     migrate(env)
     args = ("--proxy-headers", "--forwarded-allow-ips", "127.0.0.1", "--timeout-keep-alive", "5",
-            "--limit-concurrency", "1200", "--ws-max-size", "4194304")  # fmt: skip
+            "--limit-concurrency", "1200", "--ws-max-size", "4194304",
+            "--ws-per-message-deflate", "false")  # fmt: skip
     https_port, http_port = free_port(), free_port()
     with run_uvicorn(env, log_path=workdir / "uvicorn.log", args=args) as upstream_port:
         conf = render_nginx_conf(

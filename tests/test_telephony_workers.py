@@ -77,6 +77,9 @@ def test_two_workers_keep_the_limit_skip_do_not_call_and_survive_a_kill(tmp_path
                     "TWILIO_PUBLIC_BASE_URL": "https://voice.example.com",
                     "TWILIO_FROM_NUMBER": "+14155550000",
                     "TELEPHONY_DIAL_TICK_SECONDS": "0.5",
+                    # The killed worker may hold the campaign's next pass: the other one
+                    # takes it over once this heartbeat has lapsed.
+                    "TELEPHONY_WORKER_HEARTBEAT_SECONDS": "3",
                 }
             )
             migrate(env)

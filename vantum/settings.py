@@ -151,6 +151,7 @@ try:
         "TELEPHONY_OPENER", "Hi {name}, this is Alex from Vantum. Do you have a quick minute?"
     )
     TELEPHONY_DIAL_TICK_SECONDS = env_float("TELEPHONY_DIAL_TICK_SECONDS", 15.0, minimum=0.5)
+    TELEPHONY_WORKER_HEARTBEAT_SECONDS = env_float("TELEPHONY_WORKER_HEARTBEAT_SECONDS", 15.0, minimum=2.0)
     TELEPHONY_DIAL_STUCK_SECONDS = env_float("TELEPHONY_DIAL_STUCK_SECONDS", 120.0, minimum=5.0)
 
     DATABASE_URL = env_str("DATABASE_URL", "")

@@ -3,6 +3,13 @@ with the HTTP-level fake model at chosen timing and a chosen speech engine.
 
     python bench/serve.py --port 8801 --server daphne --ttft 0.3 --tps 50 --engine tone
     python bench/serve.py --port 8801 --server uvicorn --workers 2   # one process per core (needs REDIS_URL)
+    python bench/serve.py --port 8801 --server uvicorn --workers 2 --reuse-port
+
+``--workers N`` is uvicorn's: one listening socket, opened by its supervisor and shared by
+the N worker processes, each accepting from it. ``--reuse-port`` instead starts N uvicorn
+processes that each open their own socket on the port with ``SO_REUSEPORT``, so the kernel
+spreads new connections over them by hashing the client's address and port
+(``bench/bench_workers.py`` measures the split both ways).
 
 Every turn's user text carries a tag ``[bench:<id>]``; when the fake emits the token that
 completes the reply's first marker it appends ``{"tag", "marker_wall"}`` to ``--marks``,
@@ -18,6 +25,8 @@ import json
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -49,6 +58,9 @@ def main() -> None:
     parser.add_argument("--marks", default="", help="JSONL file for marker emission times")
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
     parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
+    parser.add_argument(
+        "--reuse-port", action="store_true", help="uvicorn: N processes, each its own SO_REUSEPORT socket"
+    )
     args = parser.parse_args()
     if args.workers > 1 and args.server != "uvicorn":
         parser.error("--workers needs --server uvicorn")
@@ -77,19 +89,25 @@ def serve(args: argparse.Namespace) -> None:
     if args.server == "uvicorn":
         import uvicorn
 
+        if args.reuse_port and args.workers > 1:
+            serve_reuse_port_group(args)
+            return
         # An import string and a factory: each worker process builds its own application
         # (and its own fake model) from the options in the environment.
-        uvicorn.run(
-            "bench.serve:application_from_environment",
-            factory=True,
-            host="127.0.0.1",
-            port=args.port,
-            workers=args.workers,
-            loop=args.loop,
-            http=args.http,
-            log_level="warning",
-            ws_max_size=4 * 1024 * 1024,
-        )
+        options = {
+            "factory": True,
+            "host": "127.0.0.1",
+            "port": args.port,
+            "loop": args.loop,
+            "http": args.http,
+            "log_level": "warning",
+            "ws_max_size": 4 * 1024 * 1024,
+        }
+        if args.reuse_port:
+            server = uvicorn.Server(uvicorn.Config("bench.serve:application_from_environment", **options))
+            server.run(sockets=[reuse_port_socket(args.port)])
+            return
+        uvicorn.run("bench.serve:application_from_environment", workers=args.workers, **options)
     else:
         from daphne.server import Server
 
@@ -99,6 +117,40 @@ def serve(args: argparse.Namespace) -> None:
             websocket_max_message_size=4 * 1024 * 1024,
             verbosity=0,
         ).run()
+
+
+def reuse_port_socket(port: int) -> socket.socket:
+    """A listening socket on 127.0.0.1:``port`` that other processes may also bind
+    (``SO_REUSEPORT``): the kernel gives each new connection to one of them by a hash of the
+    client's address and port, so N processes get about 1/N of the connections each."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(2048)
+    return sock
+
+
+def serve_reuse_port_group(args: argparse.Namespace) -> None:
+    """``args.workers`` single-process uvicorn servers on one port (``--reuse-port``), as a
+    process manager would run them; SIGTERM/SIGINT stop them all."""
+    command = [sys.executable, str(Path(__file__).resolve())]
+    for name, value in vars(args).items():
+        if name == "workers" or value in (False, None, ""):
+            continue
+        flag = "--" + name.replace("_", "-")
+        command += [flag] if value is True else [flag, str(value)]
+    children = [subprocess.Popen(command) for _ in range(args.workers)]
+
+    def stop(*_: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.wait()
 
 
 def application_from_environment():

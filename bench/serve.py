@@ -59,6 +59,11 @@ def main() -> None:
     parser.add_argument("--buffered", action="store_true", help="the spec's buffered design (baseline)")
     parser.add_argument("--profile", default="", help="write a pyinstrument profile here (one process)")
     parser.add_argument(
+        "--push-paced",
+        action="store_true",
+        help="the fake model streams on its own clock (as a real one does), not when the server pulls",
+    )
+    parser.add_argument(
         "--reuse-port", action="store_true", help="uvicorn: N processes, each its own SO_REUSEPORT socket"
     )
     args = parser.parse_args()
@@ -153,6 +158,56 @@ def serve_reuse_port_group(args: argparse.Namespace) -> None:
         child.wait()
 
 
+def _push_paced_fake_class():
+    """Defined on first use: importing ``llm.fake_openai`` needs the path set up above."""
+    import asyncio
+    import dataclasses
+    import time
+
+    from llm.fake_openai import Emitted, FakeOpenAI
+
+    @dataclasses.dataclass
+    class PushPacedFake(FakeOpenAI):
+        """The fake model on its own clock: token k leaves at start + first_token_delay +
+        k * token_delay whatever the server is doing, as a real model's server pushes its
+        stream into the socket. (The test fake is pulled: each token's delay starts when the
+        server asks for it, so a busy event loop also slows the "model", and the lateness
+        adds up over the tokens before the first marker.)"""
+
+        paced_on_emit: object = None
+
+        async def _sse(self, body, reply, record, request_index):
+            tokens = reply.token_list()
+            unpaced = dataclasses.replace(reply, first_token_delay=0.0, token_delay=0.0)
+            started = time.monotonic()
+            last = max(0, len(tokens) - 1)
+            async for number, part in _enumerate(super()._sse(body, unpaced, record, request_index)):
+                # part 0: the role chunk (at first_token_delay); part k: token k-1.
+                due = started + reply.first_token_delay + min(max(0, number - 1), last) * reply.token_delay
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if self.paced_on_emit is not None and 1 <= number <= len(tokens):
+                    emitted = Emitted(
+                        request_index, number - 1, tokens[number - 1], time.monotonic(), time.time()
+                    )
+                    self.paced_on_emit(body, emitted)
+                yield part
+
+    return PushPacedFake
+
+
+async def _enumerate(parts):
+    number = 0
+    async for part in parts:
+        yield number, part
+        number += 1
+
+
+def push_paced_fake(**options):
+    return _push_paced_fake_class()(**options)
+
+
 def application_from_environment():
     """The ASGI application with the fake model and engine the options ask for."""
     sys.path.insert(0, str(ROOT))
@@ -187,7 +242,10 @@ def application_from_environment():
         if found:
             marks.write(json.dumps({"tag": found.group(1), "marker_wall": emitted.wall}) + "\n")
 
-    fake = FakeOpenAI(responder=respond, keep_log=False, on_emit=on_emit)
+    if getattr(args, "push_paced", False):
+        fake = push_paced_fake(responder=respond, keep_log=False, paced_on_emit=on_emit)
+    else:
+        fake = FakeOpenAI(responder=respond, keep_log=False, on_emit=on_emit)
     provider = OpenAIChatProvider(api_key="bench", http_client=fake.http_client(), name="bench-fake")
     override = engines.override_engines(chat=provider)
     override.__enter__()

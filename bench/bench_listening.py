@@ -20,6 +20,7 @@ import random
 import re
 import statistics
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -331,8 +332,10 @@ async def callers_level(transcriber: LocalWhisperTranscriber, callers: int, seco
             self.pending.add(task)
             task.add_done_callback(self.pending.discard)
 
+    scripts = [caller_script(100 + n, seconds) for n in range(callers)]  # made before timing
+
     async def caller(n: int) -> tuple[int, float]:
-        pcm, ends = caller_script(100 + n, seconds)
+        pcm, ends = scripts[n]
         await asyncio.sleep(n * 5.0 / max(1, callers))  # spread the callers' turns over ~5 s
         started = time.perf_counter()
         host = Host(n, started)
@@ -364,12 +367,27 @@ async def callers_level(transcriber: LocalWhisperTranscriber, callers: int, seco
             decode_ms.append((time.perf_counter() - started) * 1000)
 
     transcriber._transcribe_blocking = timed
+    import psutil
+
+    def thread_cpu() -> tuple[float, float]:
+        """(the event loop's thread, every other thread: the Whisper pool, onnxruntime)."""
+        main = threading.get_native_id()
+        loop = rest = 0.0
+        for thread in psutil.Process().threads():
+            if thread.id == main:
+                loop += thread.user_time + thread.system_time
+            else:
+                rest += thread.user_time + thread.system_time
+        return loop, rest
+
+    threads_before = thread_cpu()
     cpu, wall = time.process_time(), time.perf_counter()
     try:
         results = await asyncio.gather(*(caller(n) for n in range(callers)))
     finally:
         del transcriber._transcribe_blocking  # back to the class's method
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    threads_after = thread_cpu()
     expected = sum(r[0] for r in results)
     after_word = [r["after_last_word_ms"] for r in rows]
     after_end = [r["after_turn_end_ms"] for r in rows]
@@ -388,6 +406,8 @@ async def callers_level(transcriber: LocalWhisperTranscriber, callers: int, seco
         "transcriptions_run": len(decode_ms),
         "transcription_wall_ms": {"p50": p(decode_ms, 50), "p95": p(decode_ms, 95)},
         "process_cpu_cores": round(cpu / wall, 2),
+        "event_loop_thread_cores": round((threads_after[0] - threads_before[0]) / wall, 2),
+        "other_threads_cores": round((threads_after[1] - threads_before[1]) / wall, 2),
         "process_cpu_ms_per_caller_second": round(1000 * cpu / sum(r[1] for r in results), 2),
         "load_average": os.getloadavg(),
     }
@@ -425,7 +445,9 @@ def run_callers(report: dict, *, levels: list[int], seconds: float, cpus: str, f
     print(
         "| callers | turns | transcribed | after last word p50 / p95 (ms) | after end of turn p50 / p95 (ms)"
         " | transcriptions run | one transcription, wall p50 / p95 (ms) | feed late p95 (ms)"
-        " | process CPU (cores) | CPU per caller-second (ms) | load |\n" + "|---" * 11 + "|"
+        " | process CPU (cores) | CPU per caller-second (ms) | event loop / other threads (cores) | load |\n"
+        + "|---" * 12
+        + "|"
     )
     out, reference, holds = [], None, None
     for callers in levels:
@@ -446,7 +468,8 @@ def run_callers(report: dict, *, levels: list[int], seconds: float, cpus: str, f
             f"{row['transcript_after_turn_end_ms']['p50']} / {row['transcript_after_turn_end_ms']['p95']} | "
             f"{row['transcriptions_run']} | {row['transcription_wall_ms']['p50']} / "
             f"{row['transcription_wall_ms']['p95']} | {late} | {row['process_cpu_cores']} | "
-            f"{row['process_cpu_ms_per_caller_second']} | "
+            f"{row['process_cpu_ms_per_caller_second']} | {row['event_loop_thread_cores']} / "
+            f"{row['other_threads_cores']} | "
             f"{row['load_average'][0]:.1f} |",
             flush=True,
         )

@@ -2,7 +2,7 @@
 ``harness.py capacity --open-loop``) against the production-like server with 1 and 2 workers,
 at rising call counts, pinned to 2 cores.
 
-    .venv/bin/python bench/bench_workers.py                       # N = 1, 2; 50, 100, 200, 300, ... calls
+    .venv/bin/python bench/bench_workers.py                       # N = 1, 2; 50, 150, 200, 250, ... calls
     .venv/bin/python bench/bench_workers.py --workers 2 --calls 50,400,600 --sqlite
     .venv/bin/python bench/bench_workers.py --quick               # a smoke run (20 and 40 calls)
 
@@ -514,7 +514,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", default="1,2", help="worker counts to run, comma-separated")
-    parser.add_argument("--calls", default="50,100,200,300,400,500,600,800", help="rising call counts")
+    parser.add_argument("--calls", default="50,150,200,250,300,400,500,600", help="rising call counts")
     parser.add_argument("--server-cpus", default="0,1", help="taskset -c list for the server side")
     parser.add_argument("--client-cpus", default="", help="cores of the load generator (default: the rest)")
     parser.add_argument("--server-nice", type=int, default=None, help="server side priority")

@@ -295,8 +295,8 @@ async def one_open_loop_call(
             for number in range(turns):
                 tag = uuid.uuid4().hex[:12]
                 turn = {
-                    "tag": tag, "sent": time.time(), "first_text": None, "first_audio": None,
-                    "frames": [], "server": {}, "done": False, "stopped": False,
+                    "tag": tag, "number": number, "sent": time.time(), "first_text": None,
+                    "first_audio": None, "frames": [], "server": {}, "done": False, "stopped": False,
                 }  # fmt: skip
                 waiting.append(turn)
                 last = turn

@@ -237,6 +237,21 @@ class PhoneLeg:
             }
         )
 
+    async def talk_over_the_agent(self, frames: list[bytes], *, after_played: float) -> float:
+        """Once the phone has played ``after_played`` seconds of the agent, say ``frames``
+        over it and wait for the ``clear`` (at most ~4 s). Returns how much the
+        acknowledged marks say was played: what the server may count as heard."""
+        for _ in range(500):
+            if len(self.played) >= after_played * 8000:
+                break
+            await asyncio.sleep(0.02)
+        await self.say(frames)
+        for _ in range(200):
+            if self.clears:
+                break
+            await asyncio.sleep(0.02)
+        return max(self.mark_positions, default=0.0)
+
     def events(self, name: str) -> list[dict[str, Any]]:
         return [m for m in self.received if m.get("event") == name]
 

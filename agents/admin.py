@@ -33,7 +33,10 @@ class PromptVersionForm(forms.ModelForm):
     class Meta:
         model = PromptVersion
         fields = [*EDITABLE_FIELDS, "note"]
-        widgets = {"system_prompt": forms.Textarea(attrs={"rows": 24, "cols": 100})}
+        widgets = {
+            "system_prompt": forms.Textarea(attrs={"rows": 24, "cols": 100}),
+            "opener": forms.Textarea(attrs={"rows": 3, "cols": 80}),  # a sentence or two
+        }
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()

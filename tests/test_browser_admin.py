@@ -188,6 +188,7 @@ def test_staff_pages_fit_their_boxes_at_common_widths_in_both_themes(browser, se
         "dashboard-30": "/admin/calls/call/dashboard/?days=30",
         "dashboard-90": "/admin/calls/call/dashboard/?days=90",
         "diff": f"/admin/agents/promptversion/{seeded_server['version']}/diff/",
+        "editor": f"/admin/agents/promptversion/{seeded_server['version']}/change/",  # the opener field too
         "live": "/admin/calls/call/live/",
         "ab": "/admin/agents/agentprofile/1/change/",
     }

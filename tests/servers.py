@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def require_program(name: str, *candidates: str) -> str:
-    """Path of an installed program, or skip (fail in CI) naming what to install."""
+def require_program(name: str, *candidates: str, package: str | None = None) -> str:
+    """Path of an installed program, or skip (fail in CI) naming the package to install."""
     for candidate in (shutil.which(name), *candidates):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
-    message = f"{name} is not installed (apt-get install {name if name != 'initdb' else 'postgresql'})"
+    package = package or ("postgresql" if name == "initdb" else name)
+    message = f"{name} is not installed (apt-get install {package})"
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)

@@ -22,6 +22,7 @@ from calls import services
 from calls.models import Call
 from calls.recording import CallRecording, resample
 from calls.session import CallSession, Request
+from tests.servers import require_program
 from tests.support import BeepEngine, Script, ScriptedProvider, tokens_of
 from tests.test_call_session import RecordingPort
 
@@ -133,7 +134,11 @@ async def test_a_call_is_recorded_stored_and_linked_at_hang_up(use_engines, sett
     assert call.recording_seconds == pytest.approx(len(frames) / rate, abs=0.01)
     # sox (installed with the test servers) reads it as an ordinary two-channel WAV.
     soxi = await asyncio.to_thread(
-        subprocess.run, ["soxi", "-c", str(path)], capture_output=True, text=True, timeout=30
+        subprocess.run,
+        [require_program("soxi", package="sox"), "-c", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert soxi.stdout.strip() == "2"
 

@@ -127,7 +127,7 @@ class BrowserPort:
         return self.clock() < playback.first_audio_at + playback.seconds_sent + margin
 
 
-class CallConsumer(AsyncWebsocketConsumer):
+class CallConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
     session: CallSession | None = None
     client_address: str | None = None  # set while this call holds a per-address slot
 
@@ -202,11 +202,6 @@ class CallConsumer(AsyncWebsocketConsumer):
         if self.client_address is not None:
             limits.address_slots().release(self.client_address)
             self.client_address = None
-
-    async def call_end(self, message: dict[str, Any]) -> None:
-        """Channel-layer request to end this call (staff action, expiry on another process)."""
-        if self.session is not None:
-            await self.session.end(reason=message.get("reason") or "staff_ended")
 
     def _token_valid(self) -> bool:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))

@@ -2,7 +2,11 @@
 
 Every call consumer joins ``call_group(session_id)`` and obeys ``{"type": "call.end",
 "reason": ...}``; it publishes what happens on the call to ``watch_group(session_id)`` as
-``{"type": "call.event", "event": {...}}`` for staff following it live.
+``{"type": "call.event", "event": {...}}`` for staff following it live, but only while
+someone follows: a follower announces itself to the call group (``call.watch``, renewed
+every ``WATCH_RENEW_SECONDS`` as a lease, ``call.unwatch`` when it leaves). Publishing to
+nobody is not free: the in-memory layer scans every channel of the process on each
+``group_send`` (quadratic in calls) and Redis pays a round trip per event.
 Event kinds: ``user`` (text), ``chunk`` (utteranceId, index, text), ``reply`` (utteranceId,
 text, interrupted, fallbackTier), ``stop`` (utteranceId), ``ended`` (reason).
 
@@ -39,6 +43,12 @@ logger = logging.getLogger(__name__)
 
 END_CALL = "call.end"
 CALL_EVENT = "call.event"
+WATCH = "call.watch"
+UNWATCH = "call.unwatch"
+# A follower renews its lease well before it runs out, so one lost renewal costs nothing; a
+# follower whose process died stops costing events one lease later.
+WATCH_RENEW_SECONDS = 10.0
+WATCH_LEASE_SECONDS = 30.0
 UNAVAILABLE_MESSAGE = (
     "Live call features (follow, end) are unavailable right now: the message server (Redis) "
     "cannot be reached. Calls go on and are stored; try again in a moment."
@@ -72,6 +82,57 @@ async def publish_call_event(*, session_id: uuid.UUID | str, event: dict[str, An
     return await _group_send(
         watch_group(session_id), {"type": CALL_EVENT, "event": event}, timeout=PUBLISH_TIMEOUT, what="event"
     )
+
+
+async def announce_watcher(*, session_id: uuid.UUID | str, watcher: str, watching: bool) -> bool:
+    """Tell the call that ``watcher`` (a follower's channel name) follows it, or has left."""
+    message = {"type": WATCH if watching else UNWATCH, "watcher": watcher}
+    return await _group_send(call_group(session_id), message, timeout=CONTROL_TIMEOUT, what="watch")
+
+
+class Watchers:
+    """Who follows one call, as leases: ``watched`` is true while one is unexpired."""
+
+    __slots__ = ("_clock", "_until")
+
+    def __init__(self, *, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[str, float] = {}
+
+    def watch(self, watcher: str) -> None:
+        self._until[watcher] = self._clock() + WATCH_LEASE_SECONDS
+
+    def unwatch(self, watcher: str) -> None:
+        self._until.pop(watcher, None)
+
+    @property
+    def watched(self) -> bool:
+        if not self._until:
+            return False
+        now = self._clock()
+        for watcher in [w for w, until in self._until.items() if until <= now]:
+            del self._until[watcher]
+        return bool(self._until)
+
+
+class LiveCallControls:
+    """Channel-layer handlers shared by every call consumer (browser, phone): staff end the
+    call, followers come and go. The consumer sets ``session`` once the call has started."""
+
+    session: Any = None
+
+    async def call_end(self, message: dict[str, Any]) -> None:
+        """End this call (staff action, expiry on another process)."""
+        if self.session is not None:
+            await self.session.end(reason=message.get("reason") or "staff_ended")
+
+    async def call_watch(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            self.session.watchers.watch(str(message.get("watcher", "")))
+
+    async def call_unwatch(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            self.session.watchers.unwatch(str(message.get("watcher", "")))
 
 
 async def layer_reachable() -> bool:

@@ -122,6 +122,7 @@ class CallSession:
         self._turn_order: dict[asyncio.Task[None], asyncio.Future[None]] = {}
         self._last_turn_in_order: asyncio.Future[None] | None = None
         self.side_tasks: set[asyncio.Task[Any]] = set()
+        self.watchers = live.Watchers()  # staff following this call live
         # The reply being produced, and the last one produced (it may still be playing).
         self.replying: tuple[asyncio.Task[Any], ReplySpeaker, int, Reply] | None = None
         self.last_speaker: tuple[ReplySpeaker, int, Reply] | None = None
@@ -867,6 +868,8 @@ class CallSession:
 
     def _publish(self, event: dict[str, Any]) -> None:
         """Tell staff following the call; fire and forget, never on the audio path."""
+        if not self.watchers.watched:
+            return
         task = asyncio.get_running_loop().create_task(
             live.publish_call_event(session_id=self.session_id, event=event)
         )

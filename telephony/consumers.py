@@ -71,7 +71,7 @@ def stream_signature_valid(scope: dict[str, Any]) -> bool:
     return RequestValidator(settings.TWILIO_AUTH_TOKEN).validate(base + path, {}, signature)
 
 
-class TwilioStreamConsumer(AsyncWebsocketConsumer):
+class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
     session: CallSession | None = None
     port: TwilioPort | None = None
     phone_call: PhoneCall | None = None
@@ -278,11 +278,6 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         if timer is not None:
             timer.cancel()
         await self._end_stream("hangup")
-
-    async def call_end(self, message: dict[str, Any]) -> None:
-        """Channel-layer request to end this call (staff action, expiry on another process)."""
-        if self.session is not None:
-            await self.session.end(reason=message.get("reason") or "staff_ended")
 
     def _call_id(self) -> str:
         return self.session.session_id if self.session is not None else "-"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tracemalloc
 import uuid
 
@@ -84,3 +85,42 @@ async def test_only_staff_with_the_transcript_permission_may_follow(staff, revie
     connected, code = await communicator.connect()
     assert (connected, code) == (False, 4003)
     assert get_channel_layer() is not None
+
+
+def test_a_follower_lease_runs_out_unless_renewed():
+    now = [100.0]
+    watchers = live.Watchers(clock=lambda: now[0])
+    assert not watchers.watched
+    watchers.watch("staff-a")
+    watchers.watch("staff-b")
+    watchers.unwatch("staff-a")
+    assert watchers.watched  # b still follows
+    now[0] += live.WATCH_LEASE_SECONDS - 1
+    watchers.watch("staff-b")  # renewed in time
+    now[0] += live.WATCH_LEASE_SECONDS - 1
+    assert watchers.watched
+    now[0] += 1  # b's process died: no renewal, the lease runs out
+    assert not watchers.watched
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_staff_follow_page_announces_itself_to_the_call_and_leaves(use_engines):
+    from calls.session import CallSession
+    from tests.test_call_session import RecordingPort
+
+    user = await database_sync_to_async(_user)(staff=True, reviewer=True)
+    session = CallSession(port=RecordingPort())
+    await session.start()
+    layer = get_channel_layer()
+    call_channel = await layer.new_channel()
+    await layer.group_add(live.call_group(session.session_id), call_channel)
+
+    communicator = await _follow(user, session.session_id)
+    connected, _ = await communicator.connect()
+    assert connected
+    announced = await asyncio.wait_for(layer.receive(call_channel), 5)
+    assert announced["type"] == live.WATCH
+    await communicator.disconnect()
+    left = await asyncio.wait_for(layer.receive(call_channel), 5)
+    assert (left["type"], left["watcher"]) == (live.UNWATCH, announced["watcher"])
+    await session.hangup()

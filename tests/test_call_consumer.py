@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import uuid
@@ -375,19 +376,43 @@ async def test_staff_can_end_a_call_through_the_channel_layer(use_engines):
     assert messages[-1].interrupted is True
 
 
-async def test_staff_following_a_call_see_its_transcript_live(use_engines):
+async def test_staff_following_a_call_see_it_live_and_unfollowed_calls_publish_nothing(
+    use_engines,
+):
     use_engines(chat=_provider(), speech=BeepEngine())
     caller = Caller()
     await caller.connect()
     layer = get_channel_layer()
     watcher = await layer.new_channel()
     await layer.group_add(live.watch_group(caller.session_id), watcher)
+
+    async def published(within: float) -> list[dict]:
+        events = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                events.append((await asyncio.wait_for(layer.receive(watcher), within))["event"])
+        return events
+
+    # In the group but not announced as a follower: the call publishes nothing.
+    await caller.send("voicechat.text.input", {"text": "nobody is listening"})
+    await caller.until("voicechat.response.complete")
+    assert await published(0.3) == []
+
+    await live.announce_watcher(session_id=caller.session_id, watcher=watcher, watching=True)
+    await asyncio.sleep(0.1)  # the call consumer takes the announcement off its channel
     await caller.send("voicechat.text.input", {"text": "hello there"})
     await caller.until("voicechat.response.complete")
-    seen = [(await asyncio.wait_for(layer.receive(watcher), 2))["event"] for _ in range(4)]
+    # (a "stop" for the first reply may come first: it could still be playing)
+    seen = [e for e in await published(0.5) if e["kind"] != "stop"]
     assert [e["kind"] for e in seen] == ["user", "chunk", "chunk", "reply"]
     assert seen[0]["text"] == "hello there"
     assert seen[3]["text"] == " ".join(CHUNKS)
+
+    await live.announce_watcher(session_id=caller.session_id, watcher=watcher, watching=False)
+    await asyncio.sleep(0.1)
+    await caller.send("voicechat.text.input", {"text": "gone again"})
+    await caller.until("voicechat.response.complete")
+    assert await published(0.3) == []
     await caller.hang_up()
 
 

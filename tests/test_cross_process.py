@@ -56,6 +56,9 @@ async def test_another_process_can_follow_and_end_a_call_within_a_second(cluster
     async with CallClient(f"ws://127.0.0.1:{port_a}/ws") as call:
         watcher = await layer.new_channel()
         await layer.group_add(watch_group(call.session_id), watcher)
+        # Announced to the call's process like the staff page's follower does (see calls.live).
+        await layer.group_send(call_group(call.session_id), {"type": "call.watch", "watcher": watcher})
+        await asyncio.sleep(0.2)
         await call.send("voicechat.text.input", {"text": "Tell me about pricing"})
         event = await asyncio.wait_for(layer.receive(watcher), 5)
         assert event["event"] == {"kind": "user", "text": "Tell me about pricing"}

@@ -423,7 +423,8 @@ def _phone_call_not_placed(*, phone_call: PhoneCall, error: str) -> None:
 
 
 def leads_reconcile_stuck(*, now: datetime) -> int:
-    """Leads claimed by a worker that died before it knew whether Twilio took the call.
+    """Leads claimed by a worker that died before it knew whether Twilio took the call,
+    and leads whose call's final status never arrived (see ``_leads_in_call_reconcile``).
 
     Twilio's call list decides: a call to the number since the claim is adopted (the lead
     is in a call, not dialed again); none means the request never reached Twilio, and the
@@ -468,6 +469,49 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
                     )
                 lead.state, lead.attempts = LeadState.QUEUED, max(0, lead.attempts - 1)
             lead.save(update_fields=["state", "attempts"])
+            settled += 1
+    return settled + _leads_in_call_reconcile(now=now)
+
+
+def _leads_in_call_reconcile(*, now: datetime) -> int:
+    """Leads "in call" for longer than ``TELEPHONY_IN_CALL_CHECK_SECONDS``: their final
+    status callback may have been lost, and each one holds a dialing slot. Twilio's record
+    of the call decides; a call it reports over is settled as its callback would have.
+    A call still in progress is left alone (checked again next pass)."""
+    check_before = now - timedelta(seconds=settings.TELEPHONY_IN_CALL_CHECK_SECONDS)
+    settled = 0
+    old = Lead.objects.filter(state=LeadState.IN_CALL, claimed_at__lt=check_before).values_list(
+        "pk", flat=True
+    )
+    for lead_id in list(old):
+        with transaction.atomic():
+            lead = (
+                Lead.objects.select_for_update(skip_locked=True)
+                .filter(pk=lead_id, state=LeadState.IN_CALL)
+                .first()
+            )
+            if lead is None:
+                continue
+            phone_call = lead.phone_calls.exclude(call_sid=None).order_by("-created_at").first()
+            if phone_call is None:
+                continue
+            try:
+                status = twilio_client.call_status(call_sid=phone_call.call_sid)
+            except twilio_client.TwilioCallError as error:
+                logger.warning("lead=%s in call not reconciled: %s", lead.pk, error)
+                continue
+            if status is None:  # Twilio has no such call: it is not in progress
+                status = "failed"
+                PhoneCall.objects.filter(pk=phone_call.pk).update(error="unknown to Twilio when checked")
+            if status not in TERMINAL_STATUSES:
+                continue
+            logger.info(
+                "lead=%s phone_call=%s: final status callback missing; Twilio says %s",
+                lead.pk,
+                phone_call.pk,
+                status,
+            )
+            phone_call_record_status(call_sid=phone_call.call_sid, status=status, at=now)
             settled += 1
     return settled
 

@@ -164,6 +164,56 @@ def test_a_claim_that_never_reached_twilio_is_queued_again(fake_twilio, settings
 
 
 @pytest.mark.django_db
+def test_a_lost_final_status_callback_does_not_hold_a_dialing_slot_forever(fake_twilio, settings):
+    settings.TELEPHONY_IN_CALL_CHECK_SECONDS = 600
+    campaign = _campaign(max_concurrent_calls=2, **ALL_DAY)
+    ended = _lead(campaign, "+12125550135")
+    talking = _lead(campaign, "+12125550136")
+    waiting = _lead(campaign, "+12125550137")
+    now = datetime.now(UTC)
+    first, second = _dial(campaign, now)
+    # Twilio ended the first call, but its "completed" callback never reached us.
+    fake_twilio.calls[first.call_sid].status = "completed"
+    fake_twilio.calls[second.call_sid].status = "in-progress"
+    later = now + timedelta(minutes=5)
+    assert services.leads_reconcile_stuck(now=later) == 0  # too early to ask Twilio
+    assert _dial(campaign, later) == []  # both slots still held
+
+    much_later = now + timedelta(minutes=11)
+    assert services.leads_reconcile_stuck(now=much_later) == 1
+    states = dict(Lead.objects.values_list("pk", "state"))
+    assert (states[ended.pk], states[talking.pk], states[waiting.pk]) == ("done", "in_call", "queued")
+    first.refresh_from_db()
+    assert (first.status, first.ended_at) == ("completed", much_later)
+    fetched = [path for method, path, _ in fake_twilio.requests if method == "GET" and "/Calls/" in path]
+    assert sorted(fetched) == sorted(
+        f"/2010-04-01/Accounts/ACtest/Calls/{sid}.json" for sid in (first.call_sid, second.call_sid)
+    )
+    # The freed slot goes to the next lead; the call still in progress keeps its own.
+    assert [c.to_number for c in _dial(campaign, much_later)] == ["+12125550137"]
+
+
+@pytest.mark.django_db
+def test_an_in_call_lead_twilio_does_not_know_is_retried_not_kept(fake_twilio, settings):
+    settings.TELEPHONY_IN_CALL_CHECK_SECONDS = 600
+    campaign = _campaign(retry_minutes=30, **ALL_DAY)
+    lead = _lead(campaign, "+12125550138")
+    now = datetime.now(UTC)
+    [placed] = _dial(campaign, now)
+    del fake_twilio.calls[placed.call_sid]
+    checked = now + timedelta(minutes=11)
+    assert services.leads_reconcile_stuck(now=checked) == 1
+    lead.refresh_from_db()
+    placed.refresh_from_db()
+    assert (lead.state, lead.outcome, lead.next_attempt_at) == (
+        "queued",
+        "failed",
+        checked + timedelta(minutes=30),
+    )
+    assert (placed.status, placed.error) == ("failed", "unknown to Twilio when checked")
+
+
+@pytest.mark.django_db
 def test_manual_call_uses_the_same_claim_and_skips_do_not_call(fake_twilio):
     prospect = Prospect.objects.create(name="Kim", phone="+12125550151", timezone="Asia/Tokyo")
     lead = services.lead_for_manual_call(prospect_id=prospect.pk)

@@ -315,6 +315,10 @@ def call_review(
             call.outcome, call.outcome_source = outcome, OutcomeSource.STAFF
             fields += ["outcome", "outcome_source"]
         call.save(update_fields=fields)
+        if "outcome" in fields and outcome == Outcome.DO_NOT_CALL:
+            from telephony.services import do_not_call_for_call  # a phone call's number is listed
+
+            do_not_call_for_call(session_id=call.session_id)
     return call
 
 

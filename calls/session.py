@@ -141,6 +141,7 @@ class CallSession:
         self.voices_told: set[str] = set()
         self._closed: asyncio.Event | None = None  # made on first use (memory of idle calls)
         self.prompt_version: PromptVersion | None = None  # set at start (None: database down, no version yet)
+        self.ending_reply: Reply | None = None  # the agent's reply that ended the call (end_call)
 
     # ---------------------------------------------------------------- life cycle
     async def start(self) -> None:
@@ -729,6 +730,7 @@ class CallSession:
         if reply.end_call.by == "fallback":
             self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
         self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        self.ending_reply = reply
         await self.end(reason=reply.end_call.reason)
 
     async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:

@@ -271,6 +271,7 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(services.phone_call_finish)(
                 phone_call_id=self.phone_call.pk,
                 end_reason=(self.port.end_reason if self.port else "") or reason,
+                agent_outcome=services.end_call_outcome(session.ending_reply),
             )
 
     async def disconnect(self, code: int) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -181,25 +183,71 @@ def phone_call_record_dtmf(*, phone_call_id: int, digit: str) -> None:
     PhoneCall.objects.filter(pk=phone_call_id).update(dtmf=(phone_call.dtmf + digit)[-200:])
 
 
-def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
-    """The stream is over: keep why, take the conversation's outcome; an outcome of
-    ``do_not_call`` puts the number on the do-not-call list. Returns the outcome."""
-    from calls.models import Call
+def end_call_outcome(reply: Any) -> str:
+    """The outcome the agent's ``end_call`` reported to the model, from the reply that
+    ended the call (``CallSession.ending_reply``; None or a fallback exit: "")."""
+    for tool_round in getattr(reply, "tool_rounds", None) or []:
+        for tool_call in tool_round.calls:
+            result = tool_call.result
+            if result is None or not result.ends_call:
+                continue
+            try:
+                outcome = json.loads(result.content).get("outcome", "")
+            except (ValueError, AttributeError):
+                return ""
+            return outcome if isinstance(outcome, str) else ""
+    return ""
+
+
+def phone_call_finish(*, phone_call_id: int, end_reason: str, agent_outcome: str = "") -> str:
+    """The stream is over: keep why, take the conversation's outcome onto the phone call and
+    its lead; an outcome of ``do_not_call`` puts the number on the do-not-call list. Returns
+    the outcome.
+
+    ``agent_outcome`` is what the agent's ``end_call`` reported, carried in memory: during a
+    database outage the call's own outcome write is spooled, and the call's row cannot say
+    ``do_not_call`` yet when this runs. An outcome the row holds from the agent or staff wins
+    (a meeting booked earlier in the call stays the outcome); the system's default
+    (``no_decision``) does not. The lead gets the outcome even when Twilio's "completed"
+    callback came first and left only "completed" there.
+    """
+    from calls.models import Call, OutcomeSource
 
     phone_call = PhoneCall.objects.get(pk=phone_call_id)
-    outcome = ""
+    stored, source = "", ""
     if phone_call.session_id:
-        outcome = (
-            Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", flat=True).first()
-            or ""
-        )
+        row = Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", "outcome_source")
+        stored, source = row.first() or ("", "")
+    if stored and source in {OutcomeSource.AGENT, OutcomeSource.STAFF}:
+        outcome = stored
+    else:
+        outcome = agent_outcome or stored
     changes = {"end_reason": phone_call.end_reason or end_reason}
     if outcome:
         changes["outcome"] = outcome
     PhoneCall.objects.filter(pk=phone_call_id).update(**changes)
+    if outcome and phone_call.lead_id:
+        newer = PhoneCall.objects.filter(lead_id=phone_call.lead_id, created_at__gt=phone_call.created_at)
+        if not newer.exists():  # a later attempt's outcome is not this call's to overwrite
+            Lead.objects.filter(pk=phone_call.lead_id).update(outcome=outcome)
     if outcome == DO_NOT_CALL_OUTCOME and phone_call.phone:
         do_not_call_add(phone=phone_call.phone, reason="asked not to be called again", source="agent")
+    logger.info(
+        "phone_call=%s finished: %s, outcome %s", phone_call_id, changes["end_reason"], outcome or "-"
+    )
     return outcome
+
+
+def do_not_call_for_call(*, session_id: uuid.UUID) -> DoNotCall | None:
+    """Staff set a phone call's outcome to ``do_not_call`` after it ended: its number goes
+    on the do-not-call list too. None for a call that was not a phone call."""
+    phone_call = PhoneCall.objects.filter(session_id=session_id).first()
+    if phone_call is None or not phone_call.phone:
+        return None
+    PhoneCall.objects.filter(pk=phone_call.pk).update(outcome=DO_NOT_CALL_OUTCOME)
+    if phone_call.lead_id:
+        Lead.objects.filter(pk=phone_call.lead_id).update(outcome=DO_NOT_CALL_OUTCOME)
+    return do_not_call_add(phone=phone_call.phone, reason="marked do not call by staff", source="staff")
 
 
 # ---------------------------------------------------------------- do not call

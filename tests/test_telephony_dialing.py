@@ -343,6 +343,11 @@ async def test_agent_end_call_do_not_call_hangs_up_after_the_goodbye_played_and_
     _, leg = await twilio.open_stream(stream, call_sid=placed.call_sid, speed=20.0)
     await leg.start(stream.parameters)
     await leg.until_replies_played(1)  # the opener
+    # Twilio's "completed" callback tends to outrun the stream's end: here it comes first,
+    # and the lead must still end up with the conversation's outcome, not "completed".
+    await twilio.status(call_sid=placed.call_sid, status="completed", attempt=str(placed.public_id))
+    lead = await database_sync_to_async(Lead.objects.get)(prospect__phone="+12125550191")
+    assert (lead.state, lead.outcome) == ("done", "completed")
     leg.speed = 4.0  # the goodbye plays slower than it is sent: the hang-up must wait for it
     await leg.say(caller_speech(0.6))
     await leg.silence(0.8)
@@ -357,3 +362,53 @@ async def test_agent_end_call_do_not_call_hangs_up_after_the_goodbye_played_and_
     assert (phone_call.end_reason, phone_call.outcome) == ("agent_ended", "do_not_call")
     entry = await database_sync_to_async(DoNotCall.objects.get)(phone="+12125550191")
     assert entry.source == "agent"
+    lead = await database_sync_to_async(Lead.objects.get)(prospect__phone="+12125550191")
+    assert (lead.state, lead.outcome) == ("done", "do_not_call")
+
+
+@pytest.mark.django_db
+def test_the_agents_do_not_call_lists_the_number_even_before_the_calls_row_has_it(fake_twilio):
+    """During a database outage the call's outcome write is spooled: when the stream ends,
+    the call's row (if any) does not say ``do_not_call`` yet. The agent's outcome, carried
+    in memory from its end_call, still lists the number and settles the lead."""
+    import uuid
+
+    campaign = _campaign(**ALL_DAY)
+    lead = _lead(campaign, "+12125550192")
+    [placed] = _dial(campaign, datetime.now(UTC))
+    session_id = uuid.uuid4()
+    services.phone_call_attach_session(phone_call_id=placed.pk, session_id=session_id)
+    services.phone_call_record_status(call_sid=placed.call_sid, status="completed")
+
+    outcome = services.phone_call_finish(
+        phone_call_id=placed.pk, end_reason="agent_ended", agent_outcome="do_not_call"
+    )
+
+    assert outcome == "do_not_call"
+    entry = DoNotCall.objects.get(phone="+12125550192")
+    assert (entry.source, entry.reason) == ("agent", "asked not to be called again")
+    lead.refresh_from_db()
+    placed.refresh_from_db()
+    assert (lead.state, lead.outcome) == ("done", "do_not_call")
+    assert (placed.outcome, placed.end_reason) == ("do_not_call", "agent_ended")
+
+
+@pytest.mark.django_db
+def test_an_outcome_the_agent_stored_wins_over_the_one_it_reported(fake_twilio):
+    """end_call reports what it was asked; a meeting booked earlier in the call is kept in
+    the call's row (``call_outcome_from_agent``) and is the outcome the lead gets."""
+    from calls.models import Call
+
+    campaign = _campaign(**ALL_DAY)
+    lead = _lead(campaign, "+12125550193")
+    [placed] = _dial(campaign, datetime.now(UTC))
+    call = Call.objects.create(started_at=datetime.now(UTC), outcome="meeting_booked", outcome_source="agent")
+    services.phone_call_attach_session(phone_call_id=placed.pk, session_id=call.session_id)
+    assert (
+        services.phone_call_finish(
+            phone_call_id=placed.pk, end_reason="agent_ended", agent_outcome="not_interested"
+        )
+        == "meeting_booked"
+    )
+    lead.refresh_from_db()
+    assert lead.outcome == "meeting_booked"

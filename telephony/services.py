@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from telephony import twilio_client
@@ -331,6 +331,58 @@ def within_calling_hours(*, campaign: Campaign, prospect_timezone: str, now: dat
 
 # ---------------------------------------------------------------- dialing
 MANUAL_CAMPAIGN = "Manual calls"
+
+
+def campaign_dialing_start(*, campaign_id: int, now: datetime) -> int:
+    """ "Start dialing": the campaign is active and a new dialing chain begins; returns the
+    number its first pass carries. Passes of any older chain (a second click, a stop then
+    start within one tick) carry an older number and end without scheduling another."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        campaign.active, campaign.dial_pass, campaign.dial_next_at = True, campaign.dial_pass + 1, now
+        campaign.save(update_fields=["active", "dial_pass", "dial_next_at"])
+    logger.info("campaign=%s dialing started (pass %s)", campaign_id, campaign.dial_pass)
+    return campaign.dial_pass
+
+
+def campaign_pass_current(*, campaign_id: int, dial_pass: int | None) -> int | None:
+    """The pass number a dialing pass runs as, or None when it must not run: the campaign
+    is stopped or gone, or the pass belongs to an older chain. A message without a number
+    (queued by hand, or before numbers existed) runs as the current pass."""
+    current = Campaign.objects.filter(pk=campaign_id, active=True).values_list("dial_pass", flat=True).first()
+    if current is None or (dial_pass is not None and dial_pass != current):
+        return None
+    return current
+
+
+def campaign_pass_schedule_next(*, campaign_id: int, dial_pass: int, due_at: datetime) -> int | None:
+    """A pass is done: claim the right to schedule the next one. Only one pass of a number
+    wins (a redelivered duplicate loses); returns the next pass's number, or None."""
+    won = Campaign.objects.filter(pk=campaign_id, active=True, dial_pass=dial_pass).update(
+        dial_pass=dial_pass + 1, dial_next_at=due_at
+    )
+    return dial_pass + 1 if won else None
+
+
+def campaigns_dialing_overdue(*, now: datetime, overdue_seconds: float) -> list[tuple[int, int]]:
+    """Active campaigns whose next pass is overdue by ``overdue_seconds`` (its chain died: a
+    pass failed all its retries, or its message was lost) get a new chain. Returns the
+    (campaign id, pass number) to send; safe from any number of workers at once."""
+    late = now - timedelta(seconds=overdue_seconds)
+    restarted: list[tuple[int, int]] = []
+    stalled = Campaign.objects.filter(active=True).filter(
+        models.Q(dial_next_at__isnull=True) | models.Q(dial_next_at__lt=late)
+    )
+    for campaign_id, dial_pass in stalled.values_list("pk", "dial_pass"):
+        won = (
+            Campaign.objects.filter(pk=campaign_id, active=True, dial_pass=dial_pass)
+            .filter(models.Q(dial_next_at__isnull=True) | models.Q(dial_next_at__lt=late))
+            .update(dial_pass=dial_pass + 1, dial_next_at=now)
+        )
+        if won:
+            logger.warning("campaign=%s had no dialing pass scheduled: restarted", campaign_id)
+            restarted.append((campaign_id, dial_pass + 1))
+    return restarted
 
 
 def lead_for_manual_call(*, prospect_id: int) -> Lead:

@@ -213,6 +213,90 @@ def test_an_in_call_lead_twilio_does_not_know_is_retried_not_kept(fake_twilio, s
     assert (placed.status, placed.error) == ("failed", "unknown to Twilio when checked")
 
 
+def _pending_passes() -> list[tuple[int, int | None]]:
+    """Take every dialing message off the (stub) broker's queues: (campaign, pass) each."""
+    import dramatiq
+
+    from telephony import tasks
+
+    taken = []
+    for name in ("default", "default.DQ"):
+        queue = tasks.broker.queues.get(name)
+        while queue is not None and not queue.empty():
+            message = dramatiq.Message.decode(queue.get_nowait())
+            assert message.actor_name == "dial_campaign"
+            taken.append(tuple(message.args) + (None,) * (2 - len(message.args)))
+    return taken
+
+
+def _run_passes(passes: list[tuple[int, int | None]]) -> None:
+    from telephony import tasks
+
+    for campaign_id, dial_pass in passes:
+        tasks.dial_campaign.fn(campaign_id, dial_pass)
+
+
+@pytest.mark.django_db
+def test_start_clicks_and_a_stop_then_start_leave_one_dialing_chain(fake_twilio, admin_client, monkeypatch):
+    from django.urls import reverse
+
+    from telephony import tasks
+
+    monkeypatch.setattr(tasks, "queue_ready", lambda: True)
+    campaign = _campaign(active=False, max_concurrent_calls=1, **ALL_DAY)
+    _lead(campaign, "+12125550201")
+    changelist = reverse("admin:telephony_campaign_changelist")
+
+    def click(action: str) -> None:
+        admin_client.post(changelist, {"action": action, "_selected_action": [campaign.pk]})
+
+    _pending_passes()  # nothing left over from other tests
+    click("start_dialing")
+    click("start_dialing")  # an impatient second click
+    first = _pending_passes()
+    assert first == [(campaign.pk, 1), (campaign.pk, 2)]
+    _run_passes(first)
+    # The first click's pass is out of date: only the second one dialed and scheduled a next.
+    assert len(fake_twilio.calls) == 1
+    assert _pending_passes() == [(campaign.pk, 3)]  # taken: as if about to run
+
+    click("stop_dialing")
+    click("start_dialing")  # within one tick: the old chain's pass 3 is still queued
+    _run_passes([(campaign.pk, 3), *_pending_passes()])
+    assert _pending_passes() == [(campaign.pk, 5)]
+
+    # A redelivered duplicate of a pass: both run, one schedules the next.
+    _run_passes([(campaign.pk, 5), (campaign.pk, 5)])
+    assert _pending_passes() == [(campaign.pk, 6)]
+    assert len(fake_twilio.calls) == 1  # the limit of one call held throughout
+    click("stop_dialing")
+    _run_passes([(campaign.pk, 6)])
+    assert _pending_passes() == []
+
+
+@pytest.mark.django_db
+def test_the_watchdog_restarts_an_active_campaign_whose_dialing_chain_died(fake_twilio, settings):
+    from telephony import tasks
+
+    settings.TELEPHONY_DIAL_TICK_SECONDS = 10
+    stopped = _campaign(name="Stopped", active=False)
+    campaign = _campaign(**ALL_DAY)
+    _lead(campaign, "+12125550211")
+    now = datetime.now(UTC)
+    _pending_passes()
+    dial_pass = services.campaign_dialing_start(campaign_id=campaign.pk, now=now)
+    # Its pass failed every retry (or its message was lost): nothing is queued any more.
+    assert tasks.dialing_watchdog(now=now + timedelta(seconds=60)) == 0  # not overdue yet (90 s)
+    assert _pending_passes() == []
+    assert tasks.dialing_watchdog(now=now + timedelta(seconds=91)) == 1
+    assert _pending_passes() == [(campaign.pk, dial_pass + 1)]
+    assert tasks.dialing_watchdog(now=now + timedelta(seconds=92)) == 0  # once, not every check
+    _run_passes([(campaign.pk, dial_pass + 1)])
+    assert [c.to for c in fake_twilio.calls.values()] == ["+12125550211"]
+    stopped.refresh_from_db()
+    assert (stopped.active, stopped.dial_pass) == (False, 0)
+
+
 @pytest.mark.django_db
 def test_manual_call_uses_the_same_claim_and_skips_do_not_call(fake_twilio):
     prospect = Prospect.objects.create(name="Kim", phone="+12125550151", timezone="Asia/Tokyo")

@@ -144,12 +144,13 @@ class CallSession:
         self.ending_reply: Reply | None = None  # the agent's reply that ended the call (end_call)
 
     # ---------------------------------------------------------------- life cycle
-    async def start(self) -> None:
-        """Open the call: conversation, capacity slot, stored row, live registry."""
+    async def start(self, *, profile_name: str | None = None) -> None:
+        """Open the call: conversation, capacity slot, stored row, live registry.
+        ``profile_name``: the agent profile whose prompt version to use (None: the default)."""
         # An A/B split of the agent profile, else its active version (created at first
         # start); the last one seen when the database is down: a new call still connects and
         # its rows arrive after recovery.
-        version = await database_sync_to_async(instances.prompt_version_for_new_call)()
+        version = await database_sync_to_async(instances.prompt_version_for_new_call)(profile_name)
         config = instances.llm_config_for_new_call(version)
         self.prompt_version = version
         chat = self.engines.chat

@@ -65,6 +65,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "max_concurrent_calls",
         "calling_hours_start",
         "calling_hours_end",
+        "agent_profile",
         "import_link",
     ]
 

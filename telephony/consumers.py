@@ -155,7 +155,7 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
         session.engines = with_phone_speech(session.engines)
         self.port.call_id = session.session_id
         try:
-            await session.start()
+            await session.start(profile_name=services.agent_profile_name(phone_call))
         except Exception:
             # The database or the configuration failed us: Twilio gets a closed stream (the
             # caller hears the call end) rather than a socket left hanging.

@@ -75,6 +75,14 @@ class Campaign(models.Model):
     voicemail_message = models.TextField(
         blank=True, help_text="Left on an answering machine (with detection on); empty: hang up."
     )
+    agent_profile = models.ForeignKey(
+        "agents.AgentProfile",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose prompt versions (and A/B splits) its calls use; empty: the default profile.",
+    )
     # The dialing chain: each pass carries the number it was scheduled with, and only the
     # pass holding the current number schedules the next one (see services.campaign_pass_*),
     # so repeated "Start dialing" clicks or a stop-then-start leave one chain. ``dial_next_at``

@@ -75,7 +75,15 @@ def stream_token_redeem(*, token: str, call_sid: str, stream_sid: str) -> PhoneC
     ).update(stream_started_at=timezone.now(), stream_sid=stream_sid)
     if not used:
         raise StreamTokenError("stream token already used")
-    return PhoneCall.objects.select_related("prospect", "lead__campaign").get(pk=payload["p"])
+    return PhoneCall.objects.select_related("prospect", "lead__campaign__agent_profile").get(pk=payload["p"])
+
+
+def agent_profile_name(phone_call: PhoneCall) -> str | None:
+    """The agent profile a phone call's conversation uses: its campaign's, else None (the
+    default profile). Read from our own rows, never from the stream's parameters."""
+    lead = phone_call.lead if phone_call.lead_id else None
+    profile = lead.campaign.agent_profile if lead is not None and lead.campaign.agent_profile_id else None
+    return profile.name if profile is not None else None
 
 
 # ---------------------------------------------------------------- webhooks

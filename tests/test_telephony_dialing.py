@@ -496,3 +496,50 @@ def test_an_outcome_the_agent_stored_wins_over_the_one_it_reported(fake_twilio):
     )
     lead.refresh_from_db()
     assert lead.outcome == "meeting_booked"
+
+
+@database_sync_to_async
+def _profile_with_opener(name: str | None, opener: str):
+    from agents.models import PromptVersion
+    from agents.selectors import DEFAULT_PROFILE_NAME
+    from agents.services import prompt_version_ensure_initial
+    from calls.instances import llm_config_for_new_call
+
+    version = prompt_version_ensure_initial(
+        config=llm_config_for_new_call(None), profile_name=name or DEFAULT_PROFILE_NAME
+    )
+    PromptVersion.objects.filter(pk=version.pk).update(opener=opener)
+    return version
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_campaigns_calls_use_its_agent_profiles_prompt_version(fake_twilio, use_engines):
+    use_engines(
+        chat=ScriptedProvider([Script(tokens_of("Sure."))]),
+        speech=BeepEngine(),
+        transcriber=CannedTranscriber("Hello?"),
+    )
+    await _profile_with_opener(None, "Hi {name}, default desk here.")
+    enterprise = await _profile_with_opener("Enterprise", "Hello {name}, enterprise desk here.")
+    campaign = await database_sync_to_async(_campaign)(agent_profile=enterprise.profile, **ALL_DAY)
+    await database_sync_to_async(_lead)(campaign, "+12125550221", name="Uma")
+    [placed] = await database_sync_to_async(_dial)(campaign, datetime.now(UTC))
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    _, stream = await twilio.answer(
+        call_sid=placed.call_sid, direction="outbound-api", to="+12125550221", attempt=str(placed.public_id)
+    )
+    assert stream.parameters["profile"] == "Enterprise"
+    _, leg = await twilio.open_stream(stream, call_sid=placed.call_sid, speed=20.0)
+    await leg.start(stream.parameters)
+    await leg.until_replies_played(1)  # the opener
+    await leg.stop()
+    await leg.until_closed()
+    await leg.hang_up()
+
+    from calls.models import Call, Message
+
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    call = await database_sync_to_async(Call.objects.get)(session_id=phone_call.session_id)
+    assert call.prompt_version_id == enterprise.pk
+    opener = await database_sync_to_async(Message.objects.get)(call=call, seq=1)
+    assert opener.text == "Hello Uma, enterprise desk here."

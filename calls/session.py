@@ -103,8 +103,9 @@ class CallSession:
     ``hangup`` exactly once when its connection is gone (after ``end`` too).
     """
 
-    def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
+    def __init__(self, *, port: CallPort, transport: str = "browser", phone_number: str = "") -> None:
         self.transport = transport
+        self.phone_number = phone_number  # the other party's, on a phone call
         self.session_id = protocol.new_id()
         self.call_uuid = uuid.UUID(self.session_id)
         # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
@@ -179,6 +180,8 @@ class CallSession:
             llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
+            transport=self.transport,
+            phone_number=self.phone_number,
         )
         logger.info(
             "call=%s started over %s (prompt v%s)",

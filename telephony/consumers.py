@@ -150,7 +150,7 @@ class TwilioStreamConsumer(AsyncWebsocketConsumer):
             send_text=self._send_text,
             on_close=self._finish,
         )
-        session = CallSession(port=self.port, transport="twilio")
+        session = CallSession(port=self.port, transport="phone", phone_number=phone_call.phone)
         # An engine that renders 8 kHz itself (Cartesia) speaks at the phone's rate: no resampling.
         session.engines = with_phone_speech(session.engines)
         self.port.call_id = session.session_id

@@ -5,6 +5,7 @@ hanging up through the REST API after the last words were played."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -368,7 +369,9 @@ async def test_answering_machine_gets_the_voicemail_then_a_hang_up(fake_twilio):
 
 
 @pytest.mark.django_db(transaction=True)
-async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(fake_twilio, use_engines):
+async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(
+    fake_twilio, use_engines, admin_client
+):
     use_engines(
         chat=ScriptedProvider([Script(tokens_of("Sure. ||BREAK|| Let me explain how it works."))]),
         speech=BeepEngine(),
@@ -385,6 +388,13 @@ async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(
     await leg.start(stream.parameters)
     await leg.until_replies_played(1)  # the opener
     phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    # Live calls tells the phone call from a browser call, with the number called.
+    from calls.models import Call
+
+    await database_sync_to_async(Call.objects.create)(started_at=datetime.now(UTC))  # a browser call
+    live_page = await database_sync_to_async(admin_client.get)("/admin/calls/call/live/")
+    lines = re.findall(r"<td>(Phone [^<]*|Browser)</td>", live_page.content.decode())
+    assert sorted(lines) == ["Browser", "Phone +12125550181"]
     await get_channel_layer().group_send(
         live.call_group(phone_call.session_id), {"type": live.END_CALL, "reason": "staff_ended"}
     )
@@ -393,6 +403,12 @@ async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(
     assert fake_twilio.hangups == [placed.call_sid]
     phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
     assert phone_call.end_reason == "staff_ended"
+    call = await database_sync_to_async(Call.objects.get)(session_id=phone_call.session_id)
+    assert (call.transport, call.phone_number) == ("phone", "+12125550181")
+    calls_list = await database_sync_to_async(admin_client.get)(
+        "/admin/calls/call/?conversation=all&transport=phone"
+    )
+    assert calls_list.content.decode().count("Ola · phone +12125550181") == 1
     assert set(leg.marks_acked) == {m["mark"]["name"] for m in leg.events("mark")}
 
 

@@ -369,6 +369,34 @@ async def test_answering_machine_gets_the_voicemail_then_a_hang_up(fake_twilio):
 
 
 @pytest.mark.django_db(transaction=True)
+async def test_answering_machine_without_a_voicemail_message_gets_a_hang_up_only(fake_twilio):
+    campaign = await database_sync_to_async(_campaign)(machine_detection=True, voicemail_message="")
+    await database_sync_to_async(_lead)(campaign, "+12125550172")
+    [placed] = await database_sync_to_async(_dial)(campaign)
+    # Nothing to leave: Twilio answers as soon as it knows, not after the greeting's end.
+    assert fake_twilio.placed_to("+12125550172")[0].machine_detection == "Enable"
+    twilio = TwilioSimulator(auth_token=TOKEN, public_base=BASE)
+    response, stream = await twilio.answer(
+        call_sid=placed.call_sid,
+        direction="outbound-api",
+        to="+12125550172",
+        attempt=str(placed.public_id),
+        answered_by="machine_start",
+    )
+    assert stream is None  # no media stream: nobody to talk to
+    assert response.content.decode().endswith("<Response><Hangup /></Response>")
+    await twilio.status(call_sid=placed.call_sid, status="completed", attempt=str(placed.public_id))
+    phone_call = await database_sync_to_async(PhoneCall.objects.get)(pk=placed.pk)
+    assert (phone_call.answered_by, phone_call.outcome, phone_call.status) == (
+        "machine_start",
+        "answering_machine",
+        "completed",
+    )
+    lead = await database_sync_to_async(Lead.objects.get)(prospect__phone="+12125550172")
+    assert (lead.state, lead.outcome) == ("done", "answering_machine")
+
+
+@pytest.mark.django_db(transaction=True)
 async def test_staff_ending_a_phone_call_hangs_up_through_twilio_after_playback(
     fake_twilio, use_engines, admin_client
 ):

@@ -14,7 +14,7 @@ from django.utils import timezone
 from calls import live, services
 from calls.dashboard import dashboard_data
 from calls.exports import export_response
-from calls.models import Call, Outcome
+from calls.models import Call, Outcome, Transport
 from calls.selectors import call_list, call_transcript, live_calls
 
 REVIEW_PERMISSION = "calls.review_transcripts"
@@ -125,13 +125,14 @@ class CallAdmin(admin.ModelAdmin):
         FallbackFilter,
         InterruptedFilter,
         "outcome_source",
+        "transport",
         "llm_model",
         "tts_engine",
         "started_at",
     )
     date_hierarchy = "started_at"
-    search_fields = ("=session_id", "prospect__name", "prospect__company", "messages__text")
-    search_help_text = "Prospect name or company, words said in the call, or a session id."
+    search_fields = ("=session_id", "prospect__name", "prospect__company", "phone_number", "messages__text")
+    search_help_text = "Prospect name or company, phone number, words said in the call, or a session id."
     ordering = ("-started_at",)
     actions = ["export_csv", "export_json"]
     change_form_template = "admin/calls/call/change_form.html"
@@ -150,6 +151,8 @@ class CallAdmin(admin.ModelAdmin):
     def prospect_display(self, obj: Call) -> str:
         prospect = obj.prospect if isinstance(obj.prospect, dict) else {}
         parts = [str(prospect[key]) for key in ("name", "company") if prospect.get(key)]
+        if obj.transport == Transport.PHONE:  # in this column: the list is wide at 1366 px
+            parts.append(f"phone {obj.phone_number}".strip())
         return " · ".join(parts) or "—"
 
     @admin.display(description="prompt", ordering="prompt_version__number")

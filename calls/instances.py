@@ -101,7 +101,7 @@ async def _end_quietly(session_id: str, end: EndCallback, reason: str) -> None:
 _prompt_version: Any = None
 
 
-def prompt_version_for_new_call() -> Any:
+def prompt_version_for_new_call(profile_name: str | None = None) -> Any:
     """The prompt version a new call uses (synchronous; run it off the event loop).
 
     Read from the database on every call (``agents.selectors.prompt_version_for_new_call``:
@@ -117,7 +117,9 @@ def prompt_version_for_new_call() -> Any:
     from calls.recorder import database_unreachable
 
     try:
-        version = pick_version() or prompt_version_ensure_initial(config=settings.VANTUM_LLM)
+        # A named profile (a phone campaign's) without a version yet falls back to the default one.
+        named = pick_version(profile_name=profile_name) if profile_name else None
+        version = named or pick_version() or prompt_version_ensure_initial(config=settings.VANTUM_LLM)
     except Exception as error:
         if not database_unreachable(error):
             raise

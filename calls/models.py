@@ -37,6 +37,11 @@ class OutcomeSource(models.TextChoices):
     SYSTEM = "system", "System"
 
 
+class Transport(models.TextChoices):
+    BROWSER = "browser", "Browser"
+    PHONE = "phone", "Phone"
+
+
 class Call(models.Model):
     session_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     started_at = models.DateTimeField(db_index=True)
@@ -48,15 +53,15 @@ class Call(models.Model):
     prospect = models.JSONField(default=dict, blank=True)
     voice_id = models.CharField("voice", max_length=200, blank=True)
     language = models.CharField(max_length=20, blank=True)
-    llm_model = models.CharField(max_length=200, blank=True)
-    tts_engine = models.CharField(max_length=50, blank=True)
-    stt_engine = models.CharField(max_length=50, blank=True)
     # The server process serving the call (``ServerInstance.id``; not a foreign key: the call
     # row may be written, after a database outage, before or without its instance row).
     server_instance = models.UUIDField(null=True, blank=True, db_index=True, editable=False)
     llm_model = models.CharField("LLM model", max_length=200, blank=True)
     tts_engine = models.CharField("TTS engine", max_length=50, blank=True)
     stt_engine = models.CharField("STT engine", max_length=50, blank=True)
+    # How the caller is connected, and the other party's number on a phone call.
+    transport = models.CharField(max_length=16, choices=Transport.choices, default=Transport.BROWSER)
+    phone_number = models.CharField(max_length=32, blank=True)
     outcome = models.CharField(max_length=32, choices=Outcome.choices, blank=True, db_index=True)
     outcome_source = models.CharField(max_length=16, choices=OutcomeSource.choices, blank=True)
     outcome_summary = models.TextField(blank=True)

@@ -76,6 +76,8 @@ def call_start(
     tts_engine: str = "",
     stt_engine: str = "",
     server_instance: uuid.UUID | None = None,
+    transport: str = "browser",
+    phone_number: str = "",
 ) -> Call:
     """Create the call's row. Idempotent per ``session_id``: a write replayed from the spool
     (``calls.recorder``) after its first attempt did reach the database changes nothing."""
@@ -91,6 +93,8 @@ def call_start(
             "tts_engine": tts_engine,
             "stt_engine": stt_engine,
             "server_instance": server_instance,
+            "transport": transport,
+            "phone_number": phone_number,
         },
     )
     if len(_CALL_PKS) >= _CALL_PKS_MAX:
@@ -315,6 +319,10 @@ def call_review(
             call.outcome, call.outcome_source = outcome, OutcomeSource.STAFF
             fields += ["outcome", "outcome_source"]
         call.save(update_fields=fields)
+        if "outcome" in fields and outcome == Outcome.DO_NOT_CALL:
+            from telephony.services import do_not_call_for_call  # a phone call's number is listed
+
+            do_not_call_for_call(session_id=call.session_id)
     return call
 
 

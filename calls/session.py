@@ -103,8 +103,9 @@ class CallSession:
     ``hangup`` exactly once when its connection is gone (after ``end`` too).
     """
 
-    def __init__(self, *, port: CallPort, transport: str = "browser") -> None:
+    def __init__(self, *, port: CallPort, transport: str = "browser", phone_number: str = "") -> None:
         self.transport = transport
+        self.phone_number = phone_number  # the other party's, on a phone call
         self.session_id = protocol.new_id()
         self.call_uuid = uuid.UUID(self.session_id)
         # Both sides of the call's audio, stored at hang-up (None when CALL_RECORDINGS is false).
@@ -142,14 +143,16 @@ class CallSession:
         self.voices_told: set[str] = set()
         self._closed: asyncio.Event | None = None  # made on first use (memory of idle calls)
         self.prompt_version: PromptVersion | None = None  # set at start (None: database down, no version yet)
+        self.ending_reply: Reply | None = None  # the agent's reply that ended the call (end_call)
 
     # ---------------------------------------------------------------- life cycle
-    async def start(self) -> None:
-        """Open the call: conversation, capacity slot, stored row, live registry."""
+    async def start(self, *, profile_name: str | None = None) -> None:
+        """Open the call: conversation, capacity slot, stored row, live registry.
+        ``profile_name``: the agent profile whose prompt version to use (None: the default)."""
         # An A/B split of the agent profile, else its active version (created at first
         # start); the last one seen when the database is down: a new call still connects and
         # its rows arrive after recovery.
-        version = await database_sync_to_async(instances.prompt_version_for_new_call)()
+        version = await database_sync_to_async(instances.prompt_version_for_new_call)(profile_name)
         config = instances.llm_config_for_new_call(version)
         self.prompt_version = version
         chat = self.engines.chat
@@ -178,6 +181,8 @@ class CallSession:
             llm_model="demo" if self.engines.chat.name == "demo" else config.params.model,
             tts_engine=self.engines.speech.name,
             stt_engine=self.engines.transcriber.name if self.engines.transcriber else "none",
+            transport=self.transport,
+            phone_number=self.phone_number,
         )
         logger.info(
             "call=%s started over %s (prompt v%s)",
@@ -730,6 +735,7 @@ class CallSession:
         if reply.end_call.by == "fallback":
             self.recorder.record(services.call_settle_outcome, session_id=self.call_uuid, failed=True)
         self.last_speaker = None  # no response.stop: the goodbye must play to its end
+        self.ending_reply = reply
         await self.end(reason=reply.end_call.reason)
 
     async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:

@@ -8,6 +8,7 @@ from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
+from django.utils import timezone
 
 from telephony import services, twilio_client
 from telephony.models import Campaign, DoNotCall, Lead, PhoneCall, Prospect
@@ -64,6 +65,7 @@ class CampaignAdmin(admin.ModelAdmin):
         "max_concurrent_calls",
         "calling_hours_start",
         "calling_hours_end",
+        "agent_profile",
         "import_link",
     ]
 
@@ -120,8 +122,8 @@ class CampaignAdmin(admin.ModelAdmin):
         from telephony import tasks
 
         for campaign in queryset:
-            Campaign.objects.filter(pk=campaign.pk).update(active=True)
-            tasks.dial_campaign.send(campaign.pk)
+            dial_pass = services.campaign_dialing_start(campaign_id=campaign.pk, now=timezone.now())
+            tasks.dial_campaign.send(campaign.pk, dial_pass)
         messages.success(request, "Dialing started.")
 
     @admin.action(description="Stop dialing (calls in progress go on)")

@@ -10,7 +10,6 @@ is μ-law 8 kHz in, PCM 16 kHz to the session.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 from typing import Any
 
@@ -23,7 +22,6 @@ from calls import live, telemetry
 from calls.session import CallSession, Request, has_capacity
 from telephony import services, twilio_client
 from telephony.audio import PhoneInbound, with_phone_speech
-from telephony.endpointing import SPEECH_STARTED, SPEECH_STOPPED, EnergyEndpointer
 from telephony.models import Direction, PhoneCall
 from telephony.port import TwilioPort
 from telephony.twilio_protocol import (
@@ -40,8 +38,6 @@ from telephony.twilio_protocol import (
 logger = logging.getLogger(__name__)
 
 LISTEN_RATE = 16000
-PRE_ROLL_FRAMES = 10  # 200 ms of audio before speech was detected goes to the recogniser too
-MEDIA_REQUEST = Request("twilio.media")
 START_REQUEST = Request("twilio.start")
 
 # Close codes (application range): the stream was refused.
@@ -89,9 +85,7 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
         self.ended = False
         self.bad_frames = 0
         self.inbound = PhoneInbound(LISTEN_RATE)
-        self.endpointer = EnergyEndpointer()
-        self.pre_roll: collections.deque[bytes] = collections.deque(maxlen=PRE_ROLL_FRAMES)
-        self.server_turns = False
+        self.listening = False  # the session's VAD + end of turn hear the caller
         self.side_tasks: set[asyncio.Task[Any]] = set()
         await self.accept()
         self.start_timer = asyncio.get_running_loop().create_task(self._expect_start())
@@ -150,12 +144,12 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
             send_text=self._send_text,
             on_close=self._finish,
         )
-        session = CallSession(port=self.port, transport="twilio")
+        session = CallSession(port=self.port, transport="phone", phone_number=phone_call.phone)
         # An engine that renders 8 kHz itself (Cartesia) speaks at the phone's rate: no resampling.
         session.engines = with_phone_speech(session.engines)
         self.port.call_id = session.session_id
         try:
-            await session.start()
+            await session.start(profile_name=services.agent_profile_name(phone_call))
         except Exception:
             # The database or the configuration failed us: Twilio gets a closed stream (the
             # caller hears the call end) rather than a socket left hanging.
@@ -171,14 +165,14 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
         if prospect:
             await session.update(request=START_REQUEST, prospect=prospect)
         # The session's own VAD + end of turn (hands-free), as a browser in server mode:
-        # the same detector, barge-in and turn logic. The interim energy gate below is only
-        # a fallback when the session cannot switch (no speech-to-text configured).
+        # the same detector, barge-in and turn logic. Without speech-to-text the caller
+        # cannot be heard (an outbound opener is still spoken); their audio is dropped.
         await session.audio_start(
             request=START_REQUEST, sample_rate=LISTEN_RATE, voice_id=None, language=None
         )
-        switch = getattr(session, "switch_turn_detection", None)
-        if callable(switch):
-            self.server_turns = bool(await switch("server", START_REQUEST))
+        self.listening = await session.switch_turn_detection("server", START_REQUEST)
+        if not self.listening:
+            logger.error("call=%s no speech-to-text configured: the caller is not heard", session.session_id)
         logger.info(
             "call=%s twilio %s call %s streaming (%s)",
             session.session_id,
@@ -192,30 +186,16 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
 
     async def _on_media(self, event: Media) -> None:
         session = self.session
-        if session is None or self.ended or event.track not in {"inbound", "inbound_track"}:
+        if (
+            session is None
+            or self.ended
+            or not self.listening
+            or event.track not in {"inbound", "inbound_track"}
+        ):
             return
         pcm = self.inbound.feed(event.payload)
-        if not pcm:
-            return
-        if self.server_turns:
+        if pcm:
             session.audio_chunk(pcm)
-            return
-        change = self.endpointer.feed(pcm)
-        if change == SPEECH_STARTED:
-            await session.audio_start(
-                request=MEDIA_REQUEST, sample_rate=LISTEN_RATE, voice_id=None, language=None
-            )
-            for frame in self.pre_roll:
-                session.audio_chunk(frame)
-            self.pre_roll.clear()
-            session.audio_chunk(pcm)
-        elif self.endpointer.speaking:
-            session.audio_chunk(pcm)
-        elif change == SPEECH_STOPPED:
-            session.audio_chunk(pcm)
-            await session.audio_end(request=MEDIA_REQUEST)
-        else:
-            self.pre_roll.append(pcm)
 
     def _on_dtmf(self, event: Dtmf) -> None:
         if self.session is None or self.phone_call is None:
@@ -271,6 +251,7 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
             await database_sync_to_async(services.phone_call_finish)(
                 phone_call_id=self.phone_call.pk,
                 end_reason=(self.port.end_reason if self.port else "") or reason,
+                agent_outcome=services.end_call_outcome(session.ending_reply),
             )
 
     async def disconnect(self, code: int) -> None:

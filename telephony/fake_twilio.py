@@ -2,7 +2,8 @@
 
 The real ``twilio`` SDK talks to it through ``TWILIO_API_BASE_URL``. It checks HTTP basic
 auth, creates calls (``POST .../Calls.json``), ends them (``POST .../Calls/{sid}.json``
-with ``Status=completed``), lists them (``GET .../Calls.json?To=``), and records every
+with ``Status=completed``), lists them (``GET .../Calls.json?To=``), fetches one
+(``GET .../Calls/{sid}.json``; a test sets ``calls[sid].status``), and records every
 request. Faults: ``refuse_next`` (a Twilio error answer: the call is not placed) and
 ``drop_after_create_next`` (the call is created, then the connection is cut before the
 answer — a worker cannot know whether its request reached Twilio).
@@ -124,6 +125,13 @@ class FakeTwilio:
                 200,
                 {"calls": found, "page": 0, "page_size": 50, "next_page_uri": None, "uri": parts.path},
             )
+        if (match := _CALL.match(parts.path)) and method == "GET":
+            with self._lock:
+                call = self.calls.get(match["sid"])
+                resource = call.resource(match["account"]) if call is not None else None
+            if resource is None:
+                return self._reply(handler, 404, {"code": 20404, "message": "Not found", "status": 404})
+            return self._reply(handler, 200, resource)
         if (match := _CALL.match(parts.path)) and method == "POST":
             with self._lock:
                 call = self.calls.get(match["sid"])

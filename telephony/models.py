@@ -75,6 +75,20 @@ class Campaign(models.Model):
     voicemail_message = models.TextField(
         blank=True, help_text="Left on an answering machine (with detection on); empty: hang up."
     )
+    agent_profile = models.ForeignKey(
+        "agents.AgentProfile",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Whose prompt versions (and A/B splits) its calls use; empty: the default profile.",
+    )
+    # The dialing chain: each pass carries the number it was scheduled with, and only the
+    # pass holding the current number schedules the next one (see services.campaign_pass_*),
+    # so repeated "Start dialing" clicks or a stop-then-start leave one chain. ``dial_next_at``
+    # lets the workers' watchdog restart an active campaign whose chain died.
+    dial_pass = models.PositiveBigIntegerField(default=0, editable=False)
+    dial_next_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core import signing
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from telephony import twilio_client
@@ -73,7 +75,15 @@ def stream_token_redeem(*, token: str, call_sid: str, stream_sid: str) -> PhoneC
     ).update(stream_started_at=timezone.now(), stream_sid=stream_sid)
     if not used:
         raise StreamTokenError("stream token already used")
-    return PhoneCall.objects.select_related("prospect", "lead__campaign").get(pk=payload["p"])
+    return PhoneCall.objects.select_related("prospect", "lead__campaign__agent_profile").get(pk=payload["p"])
+
+
+def agent_profile_name(phone_call: PhoneCall) -> str | None:
+    """The agent profile a phone call's conversation uses: its campaign's, else None (the
+    default profile). Read from our own rows, never from the stream's parameters."""
+    lead = phone_call.lead if phone_call.lead_id else None
+    profile = lead.campaign.agent_profile if lead is not None and lead.campaign.agent_profile_id else None
+    return profile.name if profile is not None else None
 
 
 # ---------------------------------------------------------------- webhooks
@@ -181,25 +191,71 @@ def phone_call_record_dtmf(*, phone_call_id: int, digit: str) -> None:
     PhoneCall.objects.filter(pk=phone_call_id).update(dtmf=(phone_call.dtmf + digit)[-200:])
 
 
-def phone_call_finish(*, phone_call_id: int, end_reason: str) -> str:
-    """The stream is over: keep why, take the conversation's outcome; an outcome of
-    ``do_not_call`` puts the number on the do-not-call list. Returns the outcome."""
-    from calls.models import Call
+def end_call_outcome(reply: Any) -> str:
+    """The outcome the agent's ``end_call`` reported to the model, from the reply that
+    ended the call (``CallSession.ending_reply``; None or a fallback exit: "")."""
+    for tool_round in getattr(reply, "tool_rounds", None) or []:
+        for tool_call in tool_round.calls:
+            result = tool_call.result
+            if result is None or not result.ends_call:
+                continue
+            try:
+                outcome = json.loads(result.content).get("outcome", "")
+            except (ValueError, AttributeError):
+                return ""
+            return outcome if isinstance(outcome, str) else ""
+    return ""
+
+
+def phone_call_finish(*, phone_call_id: int, end_reason: str, agent_outcome: str = "") -> str:
+    """The stream is over: keep why, take the conversation's outcome onto the phone call and
+    its lead; an outcome of ``do_not_call`` puts the number on the do-not-call list. Returns
+    the outcome.
+
+    ``agent_outcome`` is what the agent's ``end_call`` reported, carried in memory: during a
+    database outage the call's own outcome write is spooled, and the call's row cannot say
+    ``do_not_call`` yet when this runs. An outcome the row holds from the agent or staff wins
+    (a meeting booked earlier in the call stays the outcome); the system's default
+    (``no_decision``) does not. The lead gets the outcome even when Twilio's "completed"
+    callback came first and left only "completed" there.
+    """
+    from calls.models import Call, OutcomeSource
 
     phone_call = PhoneCall.objects.get(pk=phone_call_id)
-    outcome = ""
+    stored, source = "", ""
     if phone_call.session_id:
-        outcome = (
-            Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", flat=True).first()
-            or ""
-        )
+        row = Call.objects.filter(session_id=phone_call.session_id).values_list("outcome", "outcome_source")
+        stored, source = row.first() or ("", "")
+    if stored and source in {OutcomeSource.AGENT, OutcomeSource.STAFF}:
+        outcome = stored
+    else:
+        outcome = agent_outcome or stored
     changes = {"end_reason": phone_call.end_reason or end_reason}
     if outcome:
         changes["outcome"] = outcome
     PhoneCall.objects.filter(pk=phone_call_id).update(**changes)
+    if outcome and phone_call.lead_id:
+        newer = PhoneCall.objects.filter(lead_id=phone_call.lead_id, created_at__gt=phone_call.created_at)
+        if not newer.exists():  # a later attempt's outcome is not this call's to overwrite
+            Lead.objects.filter(pk=phone_call.lead_id).update(outcome=outcome)
     if outcome == DO_NOT_CALL_OUTCOME and phone_call.phone:
         do_not_call_add(phone=phone_call.phone, reason="asked not to be called again", source="agent")
+    logger.info(
+        "phone_call=%s finished: %s, outcome %s", phone_call_id, changes["end_reason"], outcome or "-"
+    )
     return outcome
+
+
+def do_not_call_for_call(*, session_id: uuid.UUID) -> DoNotCall | None:
+    """Staff set a phone call's outcome to ``do_not_call`` after it ended: its number goes
+    on the do-not-call list too. None for a call that was not a phone call."""
+    phone_call = PhoneCall.objects.filter(session_id=session_id).first()
+    if phone_call is None or not phone_call.phone:
+        return None
+    PhoneCall.objects.filter(pk=phone_call.pk).update(outcome=DO_NOT_CALL_OUTCOME)
+    if phone_call.lead_id:
+        Lead.objects.filter(pk=phone_call.lead_id).update(outcome=DO_NOT_CALL_OUTCOME)
+    return do_not_call_add(phone=phone_call.phone, reason="marked do not call by staff", source="staff")
 
 
 # ---------------------------------------------------------------- do not call
@@ -283,6 +339,58 @@ def within_calling_hours(*, campaign: Campaign, prospect_timezone: str, now: dat
 
 # ---------------------------------------------------------------- dialing
 MANUAL_CAMPAIGN = "Manual calls"
+
+
+def campaign_dialing_start(*, campaign_id: int, now: datetime) -> int:
+    """ "Start dialing": the campaign is active and a new dialing chain begins; returns the
+    number its first pass carries. Passes of any older chain (a second click, a stop then
+    start within one tick) carry an older number and end without scheduling another."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        campaign.active, campaign.dial_pass, campaign.dial_next_at = True, campaign.dial_pass + 1, now
+        campaign.save(update_fields=["active", "dial_pass", "dial_next_at"])
+    logger.info("campaign=%s dialing started (pass %s)", campaign_id, campaign.dial_pass)
+    return campaign.dial_pass
+
+
+def campaign_pass_current(*, campaign_id: int, dial_pass: int | None) -> int | None:
+    """The pass number a dialing pass runs as, or None when it must not run: the campaign
+    is stopped or gone, or the pass belongs to an older chain. A message without a number
+    (queued by hand, or before numbers existed) runs as the current pass."""
+    current = Campaign.objects.filter(pk=campaign_id, active=True).values_list("dial_pass", flat=True).first()
+    if current is None or (dial_pass is not None and dial_pass != current):
+        return None
+    return current
+
+
+def campaign_pass_schedule_next(*, campaign_id: int, dial_pass: int, due_at: datetime) -> int | None:
+    """A pass is done: claim the right to schedule the next one. Only one pass of a number
+    wins (a redelivered duplicate loses); returns the next pass's number, or None."""
+    won = Campaign.objects.filter(pk=campaign_id, active=True, dial_pass=dial_pass).update(
+        dial_pass=dial_pass + 1, dial_next_at=due_at
+    )
+    return dial_pass + 1 if won else None
+
+
+def campaigns_dialing_overdue(*, now: datetime, overdue_seconds: float) -> list[tuple[int, int]]:
+    """Active campaigns whose next pass is overdue by ``overdue_seconds`` (its chain died: a
+    pass failed all its retries, or its message was lost) get a new chain. Returns the
+    (campaign id, pass number) to send; safe from any number of workers at once."""
+    late = now - timedelta(seconds=overdue_seconds)
+    restarted: list[tuple[int, int]] = []
+    stalled = Campaign.objects.filter(active=True).filter(
+        models.Q(dial_next_at__isnull=True) | models.Q(dial_next_at__lt=late)
+    )
+    for campaign_id, dial_pass in stalled.values_list("pk", "dial_pass"):
+        won = (
+            Campaign.objects.filter(pk=campaign_id, active=True, dial_pass=dial_pass)
+            .filter(models.Q(dial_next_at__isnull=True) | models.Q(dial_next_at__lt=late))
+            .update(dial_pass=dial_pass + 1, dial_next_at=now)
+        )
+        if won:
+            logger.warning("campaign=%s had no dialing pass scheduled: restarted", campaign_id)
+            restarted.append((campaign_id, dial_pass + 1))
+    return restarted
 
 
 def lead_for_manual_call(*, prospect_id: int) -> Lead:
@@ -423,7 +531,8 @@ def _phone_call_not_placed(*, phone_call: PhoneCall, error: str) -> None:
 
 
 def leads_reconcile_stuck(*, now: datetime) -> int:
-    """Leads claimed by a worker that died before it knew whether Twilio took the call.
+    """Leads claimed by a worker that died before it knew whether Twilio took the call,
+    and leads whose call's final status never arrived (see ``_leads_in_call_reconcile``).
 
     Twilio's call list decides: a call to the number since the claim is adopted (the lead
     is in a call, not dialed again); none means the request never reached Twilio, and the
@@ -468,6 +577,49 @@ def leads_reconcile_stuck(*, now: datetime) -> int:
                     )
                 lead.state, lead.attempts = LeadState.QUEUED, max(0, lead.attempts - 1)
             lead.save(update_fields=["state", "attempts"])
+            settled += 1
+    return settled + _leads_in_call_reconcile(now=now)
+
+
+def _leads_in_call_reconcile(*, now: datetime) -> int:
+    """Leads "in call" for longer than ``TELEPHONY_IN_CALL_CHECK_SECONDS``: their final
+    status callback may have been lost, and each one holds a dialing slot. Twilio's record
+    of the call decides; a call it reports over is settled as its callback would have.
+    A call still in progress is left alone (checked again next pass)."""
+    check_before = now - timedelta(seconds=settings.TELEPHONY_IN_CALL_CHECK_SECONDS)
+    settled = 0
+    old = Lead.objects.filter(state=LeadState.IN_CALL, claimed_at__lt=check_before).values_list(
+        "pk", flat=True
+    )
+    for lead_id in list(old):
+        with transaction.atomic():
+            lead = (
+                Lead.objects.select_for_update(skip_locked=True)
+                .filter(pk=lead_id, state=LeadState.IN_CALL)
+                .first()
+            )
+            if lead is None:
+                continue
+            phone_call = lead.phone_calls.exclude(call_sid=None).order_by("-created_at").first()
+            if phone_call is None:
+                continue
+            try:
+                status = twilio_client.call_status(call_sid=phone_call.call_sid)
+            except twilio_client.TwilioCallError as error:
+                logger.warning("lead=%s in call not reconciled: %s", lead.pk, error)
+                continue
+            if status is None:  # Twilio has no such call: it is not in progress
+                status = "failed"
+                PhoneCall.objects.filter(pk=phone_call.pk).update(error="unknown to Twilio when checked")
+            if status not in TERMINAL_STATUSES:
+                continue
+            logger.info(
+                "lead=%s phone_call=%s: final status callback missing; Twilio says %s",
+                lead.pk,
+                phone_call.pk,
+                status,
+            )
+            phone_call_record_status(call_sid=phone_call.call_sid, status=status, at=now)
             settled += 1
     return settled
 

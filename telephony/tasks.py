@@ -14,6 +14,7 @@ in-memory stub broker and nothing is dialed (the admin says so).
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 import dramatiq
 from django.conf import settings
@@ -22,7 +23,6 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from telephony import services
-from telephony.models import Campaign
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +54,44 @@ def queue_ready() -> bool:
 
 
 @dramatiq.actor(max_retries=3, min_backoff=2000, time_limit=120_000)
-def dial_campaign(campaign_id: int) -> None:
+def dial_campaign(campaign_id: int, dial_pass: int | None = None) -> None:
     """One dialing pass: settle stuck leads, claim what the limit and hours allow, place
-    those calls; then schedule the next pass while the campaign is active."""
+    those calls; then schedule the next pass while the campaign is active.
+
+    ``dial_pass`` ties the pass to one chain (``services.campaign_dialing_start``): a pass
+    of an older chain ends here, and of duplicates only one schedules the next pass."""
+    current = services.campaign_pass_current(campaign_id=campaign_id, dial_pass=dial_pass)
+    if current is None:
+        logger.info("campaign=%s pass %s not run: stopped or out of date", campaign_id, dial_pass)
+        return
     now = timezone.now()
     services.leads_reconcile_stuck(now=now)
     for phone_call_id in services.leads_claim(campaign_id=campaign_id, now=now):
         services.phone_call_place(phone_call_id=phone_call_id)
-    if Campaign.objects.filter(pk=campaign_id, active=True).exists():
-        dial_campaign.send_with_options(
-            args=(campaign_id,), delay=int(settings.TELEPHONY_DIAL_TICK_SECONDS * 1000)
-        )
+    tick = settings.TELEPHONY_DIAL_TICK_SECONDS
+    next_pass = services.campaign_pass_schedule_next(
+        campaign_id=campaign_id, dial_pass=current, due_at=timezone.now() + timedelta(seconds=tick)
+    )
+    if next_pass is not None:
+        dial_campaign.send_with_options(args=(campaign_id, next_pass), delay=int(tick * 1000))
+
+
+def overdue_seconds() -> float:
+    """How late a campaign's next pass may be before the watchdog restarts its chain: a few
+    ticks and a minute (a pass may be slow or retrying; restarting one that was only late
+    is harmless, its chain then ends at its next pass)."""
+    return 3 * settings.TELEPHONY_DIAL_TICK_SECONDS + 60
+
+
+def dialing_watchdog(*, now: datetime | None = None) -> int:
+    """Restart the active campaigns that have no dialing pass coming (``dial_worker`` runs
+    this at start and every tick). Returns how many were restarted."""
+    restarted = services.campaigns_dialing_overdue(
+        now=now or timezone.now(), overdue_seconds=overdue_seconds()
+    )
+    for campaign_id, dial_pass in restarted:
+        dial_campaign.send(campaign_id, dial_pass)
+    return len(restarted)
 
 
 @dramatiq.actor(max_retries=3, min_backoff=2000, time_limit=60_000)

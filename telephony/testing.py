@@ -405,7 +405,7 @@ class TwilioSimulator:
 
 def caller_speech(seconds: float, rate: int = 16000) -> list[bytes]:
     """Loud voiced-like audio (a 200 Hz square wave at speech level) as Twilio frames: what
-    the energy endpointer and a recogniser double treat as words."""
+    the energy VAD and a recogniser double treat as words."""
     n = np.arange(int(seconds * rate))
     pcm = np.where((n // (rate // 400)) % 2, 6000, -6000).astype("<i2").tobytes()
     return speech_ulaw_frames(pcm, rate)

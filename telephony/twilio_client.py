@@ -110,6 +110,20 @@ def call_hang_up(*, call_sid: str) -> None:
         raise TwilioCallError(f"Twilio could not be reached to hang up: {error}", rejected=False) from None
 
 
+def call_status(*, call_sid: str) -> str | None:
+    """Twilio's current status of a call (``in-progress``, ``completed``, ``busy`` ...), or
+    None when Twilio does not know the call. Used when its final status callback never came."""
+    try:
+        call = rest_client().calls(call_sid).fetch()
+    except TwilioRestException as error:
+        if error.status == 404:
+            return None
+        raise TwilioCallError(f"Twilio refused the call's status: {error.msg}", rejected=True) from None
+    except (TwilioException, OSError) as error:
+        raise TwilioCallError(f"Twilio could not be reached: {error}", rejected=False) from None
+    return call.status
+
+
 def calls_to_since(*, to: str, since) -> list[str]:
     """CallSids of calls to ``to`` created since ``since`` (reconciling a lead a worker
     claimed before it died: did its request reach Twilio?)."""

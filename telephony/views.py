@@ -12,6 +12,7 @@ from django.views.decorators.http import require_POST
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
+from agents.selectors import DEFAULT_PROFILE_NAME
 from telephony import services, twilio_client
 from telephony.models import PhoneCall
 
@@ -99,7 +100,8 @@ def voice(request: HttpRequest) -> HttpResponse:
     )
     stream.parameter(name="direction", value=phone_call.direction)
     stream.parameter(name="prospect", value=str(prospect.pk) if prospect else "")
-    stream.parameter(name="profile", value=phone_call.lead.campaign.name if phone_call.lead_id else "default")
+    # For Twilio's logs: the stream itself takes the profile from our rows, not from here.
+    stream.parameter(name="profile", value=services.agent_profile_name(phone_call) or DEFAULT_PROFILE_NAME)
     response.append(connect)
     logger.info(
         "phone_call=%s %s call %s connected to the stream", phone_call.pk, phone_call.direction, call_sid

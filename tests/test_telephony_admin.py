@@ -98,3 +98,48 @@ def test_phone_calls_are_read_only_in_admin(staff):
     page = staff.get(reverse("admin:telephony_phonecall_change", args=[call.pk]))
     assert page.status_code == 200
     assert b'name="call_sid"' not in page.content
+
+
+def test_staff_marking_a_phone_call_do_not_call_lists_its_number(staff):
+    from django.utils import timezone
+
+    from calls.models import Call
+
+    campaign = Campaign.objects.create(name="Autumn")
+    prospect = Prospect.objects.create(name="Ann", phone="+12125550161")
+    other = Prospect.objects.create(name="Ann again", phone="+12125550162")
+    lead = Lead.objects.create(campaign=campaign, prospect=prospect, state="done", outcome="not_interested")
+    call = Call.objects.create(started_at=timezone.now(), ended_at=timezone.now(), outcome="not_interested")
+    PhoneCall.objects.create(
+        direction="outbound",
+        call_sid="CA1",
+        to_number=prospect.phone,
+        lead=lead,
+        session_id=call.session_id,
+        outcome="not_interested",
+    )
+    Lead.objects.create(campaign=Campaign.objects.create(name="Winter"), prospect=prospect)
+    Lead.objects.create(campaign=campaign, prospect=other)
+    browser_call = Call.objects.create(started_at=timezone.now(), outcome="no_decision")
+
+    for marked in (call, browser_call):
+        response = staff.post(
+            reverse("admin:calls_call_review", args=[marked.pk]),
+            {"rating": "", "review_note": "", "outcome": "do_not_call"},
+            follow=True,
+        )
+        assert _messages(response) == ["Review saved."]
+
+    entry = DoNotCall.objects.get()
+    assert (entry.phone, entry.source, entry.reason) == (
+        "+12125550161",
+        "staff",
+        "marked do not call by staff",
+    )
+    assert PhoneCall.objects.get().outcome == "do_not_call"
+    assert dict(Lead.objects.values_list("campaign__name", "state").filter(prospect=prospect)) == {
+        "Autumn": "done",
+        "Winter": "skipped",
+    }
+    assert Lead.objects.get(pk=lead.pk).outcome == "do_not_call"
+    assert Lead.objects.get(prospect=other).state == "queued"

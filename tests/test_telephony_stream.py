@@ -373,3 +373,28 @@ async def test_phone_endpoints_answer_503_when_telephony_is_not_configured(twili
     response = await twilio.webhook("/telephony/twilio/voice", {"CallSid": "CA0016"})
     assert response.status_code == 503
     assert b"TWILIO_AUTH_TOKEN" in response.content
+
+
+async def test_without_speech_to_text_the_opener_plays_and_caller_audio_is_dropped(twilio, use_engines):
+    provider = ScriptedProvider([Script(tokens_of("Should never be asked."))])
+    use_engines(chat=provider, speech=BeepEngine(), transcriber=None)
+    prospect = await database_sync_to_async(Prospect.objects.create)(name="Noor", phone="+14155550121")
+    placed = await database_sync_to_async(PhoneCall.objects.create)(
+        direction="outbound", to_number=prospect.phone, prospect=prospect
+    )
+    _response, stream = await twilio.answer(
+        call_sid="CA0031", direction="outbound-api", to=prospect.phone, attempt=str(placed.public_id)
+    )
+    _connected, leg = await twilio.open_stream(stream, call_sid="CA0031", speed=20.0)
+    await leg.start(stream.parameters)
+    await leg.until_replies_played(1)  # the opener needs no speech-to-text
+    await leg.say(caller_speech(0.6))
+    await leg.silence(1.0)
+    await leg.stop()
+    assert await leg.until_closed() == 1000
+    await leg.hang_up()
+    phone_call = await _phone_call("CA0031")
+    messages = await _messages(phone_call.session_id)
+    assert [role for role, _text, _cut in messages] == ["assistant"]  # no caller turn, no reply
+    assert provider.requests == []
+    assert phone_call.end_reason == "hangup"

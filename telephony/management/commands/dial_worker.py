@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+logger = logging.getLogger(__name__)
 
 
 class Command(BaseCommand):
@@ -27,7 +32,17 @@ class Command(BaseCommand):
             signal.signal(sig, lambda *_: stop.set())
         worker.start()
         self.stdout.write(f"dialing worker: {threads} threads on {tasks.broker.__class__.__name__}")
-        stop.wait()
+        # The watchdog: an active campaign whose dialing chain died (a pass out of retries, a
+        # lost message) is restarted, at start and every tick, by whichever worker sees it first.
+        interval = settings.TELEPHONY_DIAL_TICK_SECONDS
+        while True:
+            try:
+                close_old_connections()  # a connection broken by a database restart is reopened
+                tasks.dialing_watchdog()
+            except Exception:  # the database may be down: try again next tick
+                logger.exception("dialing watchdog failed")
+            if stop.wait(interval):
+                break
         # In-flight messages finish or go back to the queue (acked only when done).
         worker.stop(timeout=30_000)
         tasks.broker.close()

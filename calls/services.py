@@ -79,7 +79,7 @@ def call_start(
 ) -> Call:
     """Create the call's row. Idempotent per ``session_id``: a write replayed from the spool
     (``calls.recorder``) after its first attempt did reach the database changes nothing."""
-    call, _ = Call.objects.get_or_create(
+    call, created = Call.objects.get_or_create(
         session_id=session_id,
         defaults={
             "started_at": started_at,
@@ -96,7 +96,34 @@ def call_start(
     if len(_CALL_PKS) >= _CALL_PKS_MAX:
         _CALL_PKS.pop(next(iter(_CALL_PKS)))
     _CALL_PKS[session_id] = call.pk
+    if created and server_instance is not None:
+        _server_instance_ensure(instance_id=server_instance, session_id=session_id)
     return call
+
+
+# Instances whose row is known to exist: after the first call of a process, no extra query.
+_KNOWN_INSTANCES: set[uuid.UUID] = set()
+_KNOWN_INSTANCES_MAX = 1_000
+
+
+def _server_instance_ensure(*, instance_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """Give the call's process a row if it has none yet. A process that started while the
+    database was down, spooled its calls and crashed before its first beat never writes
+    one: its calls, replayed by another process, would name an unknown instance that the
+    lost-process sweep and the live list never see (ghosts "in progress" forever). The row
+    is dated now: its process has three beats from now to prove it is alive (its own beat
+    fills in the rest), else its calls are closed as ``server_lost``."""
+    if instance_id in _KNOWN_INSTANCES:
+        return
+    now = timezone.now()
+    _, created = ServerInstance.objects.get_or_create(
+        id=instance_id, defaults={"started_at": now, "heartbeat_at": now}
+    )
+    if created:
+        logger.warning("call=%s: its server instance %s had no row; recorded now", session_id, instance_id)
+    if len(_KNOWN_INSTANCES) >= _KNOWN_INSTANCES_MAX:
+        _KNOWN_INSTANCES.clear()
+    _KNOWN_INSTANCES.add(instance_id)
 
 
 def call_update_settings(
@@ -221,7 +248,7 @@ def server_instance_beat(
     again: both stop marks are cleared, or its new calls would be closed as lost."""
     now = now or timezone.now()
     updated = ServerInstance.objects.filter(id=instance_id).update(
-        heartbeat_at=now, stopped_at=None, stop_reason=""
+        heartbeat_at=now, stopped_at=None, stop_reason="", hostname=hostname, pid=pid, started_at=started_at
     )
     if not updated:
         ServerInstance.objects.get_or_create(

@@ -1,10 +1,12 @@
-"""Sibling server processes through a database outage (``uvicorn --workers N``, as two real
-uvicorn processes on one PostgreSQL): after the outage, neither closes the other's live
-calls as ``server_lost``, and a process once found lost does not lose its new calls."""
+"""Sibling server processes and database outages (``uvicorn --workers N``, as real uvicorn
+processes on one PostgreSQL): after an outage, neither closes the other's live calls as
+``server_lost``, a process once found lost does not lose its new calls, and the calls of a
+process that started during an outage and crashed are closed, not left live forever."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import psycopg
 import pytest
@@ -140,3 +142,38 @@ async def test_siblings_keep_each_others_calls_through_a_database_outage(databas
             await call.close()
         first.stop()
         second.stop()
+
+
+async def test_calls_of_a_process_that_started_during_an_outage_and_crashed_are_closed(database, tmp_path):
+    env = _env(database, tmp_path)
+    database.stop()
+    try:
+        ghost = Uvicorn(env, log_path=tmp_path / "ghost.log").start()  # never reaches the database
+        try:
+            call = CallClient(ghost.ws_url)
+            await call.connect()
+            assert (await call.say_text("Hi, who is this?")).texts[0] == FIRST
+            await asyncio.sleep(3.0)  # past VANTUM_SPOOL_AFTER_SECONDS: the call is on disk
+            ghost.signal(signal.SIGKILL)
+            ghost.wait(10)
+        finally:
+            ghost.stop()
+    finally:
+        database.start()
+    assert list((tmp_path / "spool").glob("*.jsonl")) != []
+
+    survivor = Uvicorn(env, log_path=tmp_path / "survivor.log").start()
+    try:
+        # The survivor replays the spool (the call's row arrives, naming a process that never
+        # wrote its own) and, that process never beating, closes the call as lost.
+        expected = [(call.session_id, "server_lost")]
+        assert await _wait_ends(database.url, expected) == expected
+        (messages,) = _query(
+            database.url,
+            "SELECT count(m.id) FROM calls_message m JOIN calls_call c ON c.id = m.call_id "
+            "WHERE c.session_id::text = %s",
+            call.session_id,
+        )[0]
+        assert messages == 2
+    finally:
+        survivor.stop()

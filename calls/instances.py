@@ -4,7 +4,9 @@ prompt version new calls use when the database is down, and a clean shutdown.
 - **Heartbeat** (a daemon thread, so it works the same under uvicorn, daphne and
   ``runserver``): every ``VANTUM_HEARTBEAT_SECONDS`` it records the beat of this process
   (``ServerInstance``), closes the calls of processes silent for three beats with reason
-  ``server_lost`` (a crash, SIGKILL, OOM: at the next start, or sooner by any live sibling),
+  ``server_lost`` (a crash, SIGKILL, OOM: noticed by any live sibling, or three beats into
+  the next start; silence counts only while this process itself reached the database,
+  since after an outage everybody's last beat is old),
   replays spooled transcript writes (``calls.recorder``) and refreshes the cached prompt
   version. Database errors are logged (rate-limited) and retried at the next beat.
 - **Shutdown**: on SIGTERM/SIGINT every live call of this process is ended with reason
@@ -28,7 +30,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -186,6 +188,10 @@ class Heartbeat(threading.Thread):
         self.stopping = threading.Event()
         self.failing_since: float | None = None
         self.beats = 0
+        # Since when every beat of ours reached the database (None: the last one failed).
+        # Siblings are judged lost only on silence while the database was reachable.
+        self.reachable_since: datetime | None = None
+        self.last_beat: datetime | None = None
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -196,12 +202,27 @@ class Heartbeat(threading.Thread):
         from calls import recorder, services, telemetry
 
         close_old_connections()
+        stale_after = timedelta(seconds=STALE_BEATS * self.interval)
         try:
+            beat_at = timezone.now()
             services.server_instance_beat(
-                instance_id=INSTANCE_ID, hostname=HOSTNAME, pid=os.getpid(), started_at=STARTED_AT
+                instance_id=INSTANCE_ID,
+                hostname=HOSTNAME,
+                pid=os.getpid(),
+                started_at=STARTED_AT,
+                now=beat_at,
             )
+            # A long gap since our last beat (a failed beat, a stalled thread) means we
+            # cannot vouch that the database was reachable meanwhile: start over.
+            if (
+                self.reachable_since is None
+                or self.last_beat is None
+                or beat_at - self.last_beat > stale_after
+            ):
+                self.reachable_since = beat_at
+            self.last_beat = beat_at
             lost = services.server_instances_close_lost(
-                stale_after=timedelta(seconds=STALE_BEATS * self.interval), exclude=INSTANCE_ID
+                stale_after=stale_after, exclude=INSTANCE_ID, reachable_since=self.reachable_since
             )
             if lost:
                 telemetry.CALLS_LOST.inc(lost)
@@ -210,6 +231,7 @@ class Heartbeat(threading.Thread):
             refresh_cached_prompt_version()
         except Exception as error:
             connection.close()
+            self.reachable_since = None
             now = time.monotonic()
             if self.failing_since is None or now - self.failing_since > 60:
                 logger.error(

@@ -64,16 +64,38 @@ def origin_allowed(origin: str | None, scope: Mapping[str, Any] | None = None) -
         return False
     if allowed_origins:
         return parsed in {parse_origin(entry) for entry in allowed_origins}
-    scheme, host, port = parsed
-    if settings.DEBUG and host in _LOCAL_HOSTS:
+    if settings.DEBUG and parsed[1] in _LOCAL_HOSTS:
         return True
+    return _same_origin(parsed, scope or {}, without_host=True)
+
+
+def staff_origin_allowed(origin: str | None, scope: Mapping[str, Any]) -> bool:
+    """May a page of ``origin`` open a staff WebSocket (a live transcript) of this ``scope``?
+
+    Stricter than ``origin_allowed``: a browser sends the admin's cookie from any page, and
+    ``VANTUM_ALLOWED_ORIGINS`` (``*``, or the customer sites that embed the call widget) says
+    who may *call*, not who may read transcripts. Only the server's own pages may: same
+    scheme, host and port as the request, the host in ``ALLOWED_HOSTS``, in development too.
+    No Origin (not a browser) is allowed, as for calls.
+    """
+    if not origin:
+        return True
+    parsed = parse_origin(origin)
+    return parsed is not None and _same_origin(parsed, scope, without_host=False)
+
+
+def _same_origin(parsed: tuple[str, str, int], scope: Mapping[str, Any], *, without_host: bool) -> bool:
+    """Is ``parsed`` this very server: its host in ``ALLOWED_HOSTS`` and the same scheme,
+    host and port as the request's Host? ``without_host``: the answer when the request has
+    no Host header to compare with."""
+    scheme, host, port = parsed
     if not validate_host(f"[{host}]" if ":" in host else host, settings.ALLOWED_HOSTS):
         return False  # ALLOWED_HOSTS writes IPv6 addresses in brackets, as Host does
-    headers = dict((scope or {}).get("headers", []))
+    headers = dict(scope.get("headers", []))
     host_header = headers.get(b"host", b"").decode("latin-1").lower()
     if not host_header:
-        return True  # nothing to compare with (not a real HTTP/1.1 client); host is allowed
-    request_scheme = _request_scheme(headers, scope or {})
+        return without_host  # not a real HTTP/1.1 client; nothing to compare with
+    request_scheme = _request_scheme(headers, scope)
     request_host, request_port = split_domain_port(host_header)
     request_port_number = int(request_port) if request_port.isdigit() else _DEFAULT_PORTS[request_scheme]
     return (scheme, host.strip("[]"), port) == (request_scheme, request_host.strip("[]"), request_port_number)

@@ -81,7 +81,7 @@ def call_start(
 ) -> Call:
     """Create the call's row. Idempotent per ``session_id``: a write replayed from the spool
     (``calls.recorder``) after its first attempt did reach the database changes nothing."""
-    call, _ = Call.objects.get_or_create(
+    call, created = Call.objects.get_or_create(
         session_id=session_id,
         defaults={
             "started_at": started_at,
@@ -100,7 +100,34 @@ def call_start(
     if len(_CALL_PKS) >= _CALL_PKS_MAX:
         _CALL_PKS.pop(next(iter(_CALL_PKS)))
     _CALL_PKS[session_id] = call.pk
+    if created and server_instance is not None:
+        _server_instance_ensure(instance_id=server_instance, session_id=session_id)
     return call
+
+
+# Instances whose row is known to exist: after the first call of a process, no extra query.
+_KNOWN_INSTANCES: set[uuid.UUID] = set()
+_KNOWN_INSTANCES_MAX = 1_000
+
+
+def _server_instance_ensure(*, instance_id: uuid.UUID, session_id: uuid.UUID) -> None:
+    """Give the call's process a row if it has none yet. A process that started while the
+    database was down, spooled its calls and crashed before its first beat never writes
+    one: its calls, replayed by another process, would name an unknown instance that the
+    lost-process sweep and the live list never see (ghosts "in progress" forever). The row
+    is dated now: its process has three beats from now to prove it is alive (its own beat
+    fills in the rest), else its calls are closed as ``server_lost``."""
+    if instance_id in _KNOWN_INSTANCES:
+        return
+    now = timezone.now()
+    _, created = ServerInstance.objects.get_or_create(
+        id=instance_id, defaults={"started_at": now, "heartbeat_at": now}
+    )
+    if created:
+        logger.warning("call=%s: its server instance %s had no row; recorded now", session_id, instance_id)
+    if len(_KNOWN_INSTANCES) >= _KNOWN_INSTANCES_MAX:
+        _KNOWN_INSTANCES.clear()
+    _KNOWN_INSTANCES.add(instance_id)
 
 
 def call_update_settings(
@@ -220,9 +247,13 @@ def message_keep_heard(*, session_id: uuid.UUID, seq: int, text: str, heard: lis
 def server_instance_beat(
     *, instance_id: uuid.UUID, hostname: str, pid: int, started_at: datetime, now: datetime | None = None
 ) -> None:
-    """Record that this server process is alive (creates its row on the first beat)."""
+    """Record that this server process is alive (creates its row on the first beat). A
+    process that a sibling wrongly found lost (it could not beat for a while) is alive
+    again: both stop marks are cleared, or its new calls would be closed as lost."""
     now = now or timezone.now()
-    updated = ServerInstance.objects.filter(id=instance_id).update(heartbeat_at=now, stopped_at=None)
+    updated = ServerInstance.objects.filter(id=instance_id).update(
+        heartbeat_at=now, stopped_at=None, stop_reason="", hostname=hostname, pid=pid, started_at=started_at
+    )
     if not updated:
         ServerInstance.objects.get_or_create(
             id=instance_id,
@@ -236,28 +267,46 @@ def server_instance_stop(*, instance_id: uuid.UUID, reason: str = "stopped") -> 
 
 
 def server_instances_close_lost(
-    *, stale_after: timedelta, now: datetime | None = None, exclude: uuid.UUID | None = None
+    *,
+    stale_after: timedelta,
+    now: datetime | None = None,
+    exclude: uuid.UUID | None = None,
+    reachable_since: datetime | None = None,
 ) -> int:
     """Close the calls left "in progress" by server processes that stopped beating (crash,
     SIGKILL, OOM) with reason ``server_lost``, ended at the last beat. Returns the number of
     calls closed. Safe with several processes running it at once: each update only touches
-    rows still open."""
+    rows still open, and an instance is marked lost only while its beat is still stale.
+
+    ``reachable_since``: the sweeping process has reached the database at every beat since
+    then. Silence is only evidence of a crash while the database could be reached: after an
+    outage every process's last beat is old, so nobody is judged until the sweeper itself
+    has been beating for ``stale_after`` (its siblings had that long to beat again).
+    """
     now = now or timezone.now()
-    lost = ServerInstance.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=now - stale_after)
+    cutoff = now - stale_after
+    if reachable_since is not None and reachable_since > cutoff:
+        return 0
+    lost = ServerInstance.objects.filter(stopped_at__isnull=True, heartbeat_at__lt=cutoff)
     if exclude is not None:
         lost = lost.exclude(id=exclude)
     closed = 0
     for instance in list(lost):
         with transaction.atomic():
-            closed += Call.objects.filter(server_instance=instance.id, ended_at__isnull=True).update(
-                ended_at=instance.heartbeat_at, end_reason=EndReason.LOST
-            )
-            ServerInstance.objects.filter(id=instance.id, stopped_at__isnull=True).update(
-                stopped_at=now, stop_reason=EndReason.LOST
-            )
-    # A call whose row arrived (from a spool) after its process was already found lost.
-    stopped = ServerInstance.objects.filter(stop_reason=EndReason.LOST).values("id")
-    closed += Call.objects.filter(server_instance__in=stopped, ended_at__isnull=True).update(
+            # Re-checked under the row lock: a beat that landed since the read wins.
+            marked = ServerInstance.objects.filter(
+                id=instance.id, stopped_at__isnull=True, heartbeat_at__lt=cutoff
+            ).update(stopped_at=now, stop_reason=EndReason.LOST)
+            if marked:
+                closed += Call.objects.filter(server_instance=instance.id, ended_at__isnull=True).update(
+                    ended_at=instance.heartbeat_at, end_reason=EndReason.LOST
+                )
+    # A call whose row arrived (from a spool) after its process was already found lost;
+    # never a process that beat again since (it is alive, its calls too).
+    stopped = ServerInstance.objects.filter(stop_reason=EndReason.LOST, heartbeat_at__lt=cutoff)
+    if exclude is not None:
+        stopped = stopped.exclude(id=exclude)
+    closed += Call.objects.filter(server_instance__in=stopped.values("id"), ended_at__isnull=True).update(
         ended_at=now, end_reason=EndReason.LOST
     )
     return closed

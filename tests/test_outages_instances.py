@@ -58,3 +58,42 @@ def test_unstorable_characters_are_replaced_and_the_rest_is_kept():
     assert services.storable("Hi\x00 there \ud800!") == "Hi\ufffd there \ufffd!"
     nested = {"name": "A\x00B", "n": [1, "x\x00"]}
     assert services.storable(nested) == {"name": "A\ufffdB", "n": [1, "x\ufffd"]}
+
+
+def test_a_process_found_lost_that_beats_again_keeps_its_new_calls():
+    revived, sweeper = _instance(beat_ago=60), _instance(beat_ago=0)
+    old = _call(revived)
+    assert services.server_instances_close_lost(stale_after=timedelta(seconds=15), exclude=sweeper) == 1
+    services.server_instance_beat(instance_id=revived, hostname="h", pid=1, started_at=timezone.now())
+    new = _call(revived)
+
+    assert services.server_instances_close_lost(stale_after=timedelta(seconds=15), exclude=sweeper) == 0
+    assert services.server_instances_close_lost(stale_after=timedelta(seconds=15), exclude=revived) == 0
+    assert Call.objects.get(session_id=new).ended_at is None
+    assert Call.objects.get(session_id=old).end_reason == "server_lost"
+    instance = ServerInstance.objects.get(id=revived)
+    assert (instance.stopped_at, instance.stop_reason) == (None, "")
+    assert {c.session_id for c in live_calls()} == {new}
+
+
+def test_a_sweeper_just_back_from_an_outage_judges_nobody_until_siblings_could_beat():
+    silent, sweeper = _instance(beat_ago=60), _instance(beat_ago=0)
+    call = _call(silent)
+    now = timezone.now()
+    back = now - timedelta(seconds=5)  # the sweeper reached the database again 5 s ago
+    assert (
+        services.server_instances_close_lost(
+            stale_after=timedelta(seconds=15), now=now, exclude=sweeper, reachable_since=back
+        )
+        == 0
+    )
+    assert Call.objects.get(session_id=call).ended_at is None
+    # 15 s of beating later, the sibling had its chance: it is lost.
+    later = now + timedelta(seconds=11)
+    assert (
+        services.server_instances_close_lost(
+            stale_after=timedelta(seconds=15), now=later, exclude=sweeper, reachable_since=back
+        )
+        == 1
+    )
+    assert Call.objects.get(session_id=call).end_reason == "server_lost"

@@ -156,6 +156,9 @@ try:
     TELEPHONY_IN_CALL_CHECK_SECONDS = env_float("TELEPHONY_IN_CALL_CHECK_SECONDS", 900.0, minimum=30.0)
 
     DATABASE_URL = env_str("DATABASE_URL", "")
+    # Seconds to open a PostgreSQL connection: a database that stops answering (blackholed,
+    # not refusing) then fails a write, which is retried and spooled, instead of stalling it.
+    VANTUM_DB_CONNECT_TIMEOUT = env_int("VANTUM_DB_CONNECT_TIMEOUT", 5, minimum=2, maximum=300)
     REDIS_URL = env_str("REDIS_URL", "")
     VANTUM_REDIS_MAX_CONNECTIONS = env_int("VANTUM_REDIS_MAX_CONNECTIONS", 64, minimum=2)
     VANTUM_REDIS_POOL_TIMEOUT = env_float("VANTUM_REDIS_POOL_TIMEOUT", 5.0, minimum=0.1)
@@ -287,6 +290,9 @@ else:
             "TEST": {"NAME": BASE_DIR / "test_db.sqlite3"},
         }
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # libpq waits forever by default; a connect_timeout in DATABASE_URL wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", VANTUM_DB_CONNECT_TIMEOUT)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Calls write from several threads (each call's write queue, tools). A deferred SQLite
     # transaction that reads and then writes (a booking checks the slot, then inserts)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import threading
@@ -374,3 +375,86 @@ class Listener:
 
 
 _side_tasks: set[asyncio.Task[Any]] = set()
+
+
+class ClientTurnStream:
+    """Client turn detection (``audio.start`` ... ``audio.end``) with a streaming engine.
+
+    Why: the caller is talking while the audio arrives, so a streaming engine (Deepgram)
+    should hear it then, not in one batch after ``audio.end``; its final words are then one
+    round trip away when the turn ends. The stream opens at once (construction), ``feed``
+    queues each chunk (synchronous: the hot path never awaits), ``finish`` returns the task
+    whose result is the turn's words; ``abort`` drops it (a new ``audio.start``, hang-up).
+
+    Interim words go to ``on_partial`` until ``finish``; after it the final words are the
+    turn's ``transcript.user``. Buffered audio is bounded by ``QUEUE_LIMIT`` chunks (a
+    stalled engine loses audio beyond it, logged), on top of the session's own bound.
+    Preconditions: built on the event loop; ``transcriber`` has ``open`` (streaming).
+    """
+
+    def __init__(
+        self,
+        *,
+        transcriber: Any,
+        sample_rate: int,
+        language: str | None,
+        call_id: str,
+        on_partial: Callable[[str], Awaitable[Any]] | None,
+    ) -> None:
+        self.call_id = call_id
+        self._on_partial = on_partial
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._finishing = False
+        self._dropped = 0
+        self.fed_bytes = 0  # audio handed to the engine (tests, logs)
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(transcriber, sample_rate, language), name=f"stt-stream-{call_id}"
+        )
+        # A stream that fails while nobody awaits it (aborted turn) must not log "never retrieved".
+        self._task.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    def feed(self, pcm: bytes) -> None:
+        if self._finishing or not pcm:
+            return
+        if self._queue.qsize() >= QUEUE_LIMIT:
+            self._dropped += 1
+            if self._dropped == 1:
+                logger.warning("call=%s streaming STT is behind: dropping audio", self.call_id)
+            return
+        self._queue.put_nowait(pcm)
+
+    def finish(self) -> asyncio.Task[str]:
+        """The turn is over: the task of its final words (raises ``TranscriptionError``)."""
+        if not self._finishing:
+            self._finishing = True
+            self._queue.put_nowait(None)
+        return self._task
+
+    def abort(self) -> None:
+        self._finishing = True
+        self._task.cancel()
+
+    def _partial(self, text: str) -> None:
+        if text.strip() and not self._finishing and self._on_partial is not None:
+            task = asyncio.get_running_loop().create_task(self._on_partial(text.strip()))
+            _side_tasks.add(task)
+            task.add_done_callback(_side_tasks.discard)
+
+    async def _run(self, transcriber: Any, sample_rate: int, language: str | None) -> str:
+        stream = await _maybe_await(
+            transcriber.open(
+                sample_rate=sample_rate, language=language, call_id=self.call_id, on_partial=self._partial
+            )
+        )
+        try:
+            while True:
+                pcm = await self._queue.get()
+                if pcm is None:
+                    break
+                await _maybe_await(stream.feed(pcm))
+                self.fed_bytes += len(pcm)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await _maybe_await(stream.abort())
+            raise
+        return await _maybe_await(stream.finish())

@@ -419,3 +419,48 @@ async def test_a_caller_who_goes_on_after_a_pause_gets_an_answer_to_all_they_sai
     assert (counts.started, counts.used, counts.discarded) == (1, 0, 1)
     users = [m.text for m in await stored_messages(session.session_id) if m.role == "user"]
     assert [words(text) for text in users] == [words("I run a bakery. " + QUESTION)]
+
+
+async def test_client_mode_streams_the_utterance_to_deepgram_while_the_caller_speaks(use_engines):
+    """The product's browser client (audio.start ... audio.end): a streaming engine hears the
+    audio as it comes, so its final words are ready at audio.end, not transcribed after it."""
+    from stt.deepgram import DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    said = "Do you work with small companies?"
+    async with FakeDeepgram(transcripts=[said], words_every_ms=300) as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        _ports.append(port)
+        session = CallSession(port=port, transport="test")
+        await session.start()
+        start = Request("voicechat.audio.start", "a1")
+        await session.audio_start(request=start, sample_rate=24000, voice_id=None, language=None)
+        audio = speech(said, 24000)
+        for chunk in chunks(audio, 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0)
+        # The engine has every byte and has shown words before the caller lets go of the button.
+        await until(lambda: len(fake.sessions) == 1 and fake.sessions[0].audio_bytes == len(audio))
+        await until(lambda: "partial" in port.kinds())
+        assert "user" not in port.kinds()
+        await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    partials = [c[1] for c in port.calls if c[0] == "partial"]
+    assert partials and all(said.startswith(p) for p in partials)
+    assert next(c for c in port.calls if c[0] == "user") == ("user", said)
+    (stream,) = fake.sessions  # one stream for the one utterance, opened at audio.start
+    assert stream.params["sample_rate"] == "24000"
+    assert stream.audio_bytes == len(audio)
+    assert stream.controls[:1] == ["Finalize"]
+    messages = await stored_messages(session.session_id)
+    assert [(m.role, m.text if m.role == "user" else "") for m in messages] == [
+        ("user", said),
+        ("assistant", ""),
+    ]

@@ -11,6 +11,8 @@ one worker task handles them in order, so ``speech.started`` always precedes its
     SpeechConfirmed  -> host.caller_confirmed_speech(): the voice barge-in (a cough, a short
                         "mm-hm" never gets this far: it is shorter than BARGE_IN_MIN_SPEECH_MS)
     PauseStarted     -> speculative transcription of the turn so far (batch engines)
+    (while speaking) -> every ``STT_LIVE_PARTIAL_MS`` of audio, when the local engine's pool
+                        is idle, the growing turn is transcribed for live partial words
     SpeechResumed    -> that speculation is cancelled
     TurnEnded        -> port.speech_stopped; host.caller_turn_ended(HeardTurn) with the
                         speculative transcript when the audio is the same, else none
@@ -122,6 +124,7 @@ class Listener:
         transcriber: Any,
         detector: TurnDetector | None = None,
         speculative: bool | None = None,
+        live_partial_ms: int | None = None,
     ) -> None:
         if detector is None:
             from calls.engines import build_end_of_turn_model, build_turn_config
@@ -139,6 +142,11 @@ class Listener:
         if speculative is None:
             speculative = settings.STT_SPECULATIVE
         self.speculative = bool(speculative) and not self.streaming
+        if live_partial_ms is None:
+            live_partial_ms = settings.STT_LIVE_PARTIAL_MS
+        # Live partial words cost a decode each: only for an engine whose pool says when it
+        # is idle (the local one), never queued ahead of anyone's end-of-turn transcription.
+        self.live_partial_ms = live_partial_ms if hasattr(transcriber, "idle") and not self.streaming else 0
         self.rate = DETECTOR_RATE
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -153,6 +161,12 @@ class Listener:
         self._preroll: collections.deque[bytes] = collections.deque()
         self._preroll_bytes = 0
         self._dropped = 0
+        # live partial words (see _grow_turn)
+        self._so_far = bytearray()  # 16 kHz audio of the turn in progress
+        self._live_due_ms = 0
+        self._pausing = False
+        self._live: asyncio.Task[str] | None = None
+        self.live_partials_started = 0
         # counters for tests and benchmarks
         self.turns = 0
         self.speculations_started = 0
@@ -173,6 +187,8 @@ class Listener:
             self._put(("event", event))
         if self.streaming:
             self._stream_audio(pcm)
+        elif self.live_partial_ms:
+            self._grow_turn(events)
 
     def end_now(self) -> bool:
         """The client said ``audio.end``: end the turn at once. False when no speech was heard."""
@@ -206,6 +222,55 @@ class Listener:
         limit = 2 * self.rate * PREROLL_MS // 1000
         while self._preroll and self._preroll_bytes - len(self._preroll[0]) >= limit:
             self._preroll_bytes -= len(self._preroll.popleft())
+
+    def _grow_turn(self, events: list[Any]) -> None:
+        """Live partial words with a batch engine: while the caller speaks, about every
+        ``live_partial_ms`` of audio, transcribe the turn so far, but only when the engine's
+        pool is idle (a busy server skips them: end-of-turn transcriptions come first). Work
+        for a turn that ended or paused is cancelled (the pause's speculation takes over)."""
+        from stt import turn_detection as td
+
+        for event in events:
+            if isinstance(event, td.SpeechStarted | td.TurnEnded):
+                self._cancel_live()
+                self._so_far.clear()
+                self._pausing = False
+                self._live_due_ms = event.at_ms + self.live_partial_ms
+            elif isinstance(event, td.PauseStarted):
+                self._cancel_live()
+                self._pausing = True
+            elif isinstance(event, td.SpeechResumed):
+                self._pausing = False
+        if not self.detector.in_turn:
+            return
+        self._so_far += self.detector.take_new_turn_audio()
+        if (
+            self.detector.audio_ms >= self._live_due_ms
+            and not self._pausing
+            and self._live is None
+            and getattr(self.transcriber, "idle", False)
+        ):
+            self._live_due_ms = self.detector.audio_ms + self.live_partial_ms
+            self.live_partials_started += 1
+            self._live = asyncio.get_running_loop().create_task(self._transcribe(bytes(self._so_far)))
+            self._live.add_done_callback(self._live_done)
+
+    def _live_done(self, task: asyncio.Task[str]) -> None:
+        if task is not self._live:
+            return
+        self._live = None
+        if task.cancelled() or task.exception() is not None:
+            return
+        text = task.result().strip()
+        if text and self._turn_open and self.detector.in_turn:
+            self._side(self._tell("transcript_partial", text))
+
+    def _cancel_live(self) -> None:
+        live, self._live = self._live, None
+        if live is not None:
+            live.cancel()
+            # Retrieve a failure so it is never logged as "exception never retrieved".
+            live.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     # ------------------------------------------------------------------ the worker
     async def _work(self) -> None:
@@ -368,6 +433,7 @@ class Listener:
         self._closed = True
         self._turn_open = False
         self._cancel_speculation()
+        self._cancel_live()
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.wait({self._worker}, timeout=2)

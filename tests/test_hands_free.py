@@ -464,3 +464,33 @@ async def test_client_mode_streams_the_utterance_to_deepgram_while_the_caller_sp
         ("user", said),
         ("assistant", ""),
     ]
+
+
+async def test_live_partial_words_arrive_while_the_caller_is_still_speaking(use_engines, whisper):
+    """The local engine has no stream: the growing turn is transcribed about once a second
+    while the pool is idle, so the caller sees their words before they stop talking."""
+    said = "Could you tell me how much your service costs for a small team every month?"
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    audio = silence(300) + speech(said)
+    assert len(audio) > 2 * 16000 * 3  # over 3 s: a partial is due after the first second
+    head = 2 * 16000 * 2  # the first two seconds
+    await feed(session, audio[:head])
+    # The caller is mid-sentence (audio time stands still): the partial comes from that alone.
+    await until(lambda: "partial" in port.kinds())
+    await feed(session, audio[head:] + silence(1000))
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    await session.hangup()
+
+    kinds = port.kinds()
+    assert kinds.index("speech_started") < kinds.index("partial") < kinds.index("speech_stopped")
+    final = words(next(c for c in port.calls if c[0] == "user")[1])
+    assert final == words(said)
+    partial = words(next(c for c in port.calls if c[0] == "partial")[1])
+    # Tolerant: the last word of a partial may be cut in the middle, and Whisper may hear a
+    # word of a half sentence differently ("you're" for "your"); the rest matches the start.
+    assert len(partial) >= 3, partial
+    same = [a == b for a, b in zip(partial[:-1], final, strict=False)]
+    assert same[0] and sum(same) >= 2 * len(same) / 3, (partial, final)

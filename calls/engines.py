@@ -155,7 +155,8 @@ def build_turn_config() -> TurnConfig:
 def build_end_of_turn_model() -> EndOfTurnModel | None:
     """Smart Turn v3.2 (one ONNX session per process) when ``TURN_SMART`` is on, else None.
 
-    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``.
+    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``, which the
+    ``Listener`` then runs in a worker thread.
     """
     if not settings.TURN_SMART:
         return None

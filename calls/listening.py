@@ -29,8 +29,10 @@ import collections
 import contextlib
 import inspect
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -130,8 +132,8 @@ class Listener:
             from calls.engines import build_end_of_turn_model, build_turn_config
             from stt.turn_detection import TurnDetector
 
-            # TURN_SMART (off by default) runs Smart Turn inside feed, on the event loop:
-            # ~10-100 ms once per long pause; see docs/BENCHMARKS.md before turning it on.
+            # TURN_SMART (off by default): Smart Turn runs inside the detector's feed, ~10-100 ms
+            # once per long pause, so that feed then runs in a worker thread (_detect).
             detector = TurnDetector(
                 vad=vad_factory()(), config=build_turn_config(), end_of_turn=build_end_of_turn_model()
             )
@@ -148,6 +150,12 @@ class Listener:
         # is idle (the local one), never queued ahead of anyone's end-of-turn transcription.
         self.live_partial_ms = live_partial_ms if hasattr(transcriber, "idle") and not self.streaming else 0
         self.rate = DETECTOR_RATE
+        # With an end-of-turn model the detector runs off the event loop, one chunk after the
+        # other (None: the client's audio.end), so a long pause never stalls other calls.
+        self._offload = getattr(detector, "end_of_turn", None) is not None
+        self._raw: collections.deque[tuple[bytes, int] | None] = collections.deque()
+        self._raw_wakeup = asyncio.Event()
+        self._detector_task: asyncio.Task[None] | None = None
         self._items: collections.deque[tuple[str, Any]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
@@ -178,11 +186,18 @@ class Listener:
         if self._closed or not pcm:
             return
         self.rate = sample_rate
+        if self._offload:
+            self._raw.append((pcm, sample_rate))
+            self._wake_detector()
+            return
         try:
             events = self.detector.feed(pcm, sample_rate)
         except ValueError as error:  # a rate the detector cannot take: nothing to hear
             logger.warning("call=%s listening: %s", self.host.session_id, error)
             return
+        self._heard(events, pcm)
+
+    def _heard(self, events: list[Any], pcm: bytes) -> None:
         for event in events:
             self._put(("event", event))
         if self.streaming:
@@ -191,9 +206,14 @@ class Listener:
             self._grow_turn(events)
 
     def end_now(self) -> bool:
-        """The client said ``audio.end``: end the turn at once. False when no speech was heard."""
+        """The client said ``audio.end``: end the turn at once. False when no speech was heard
+        (with an end-of-turn model: True, it is decided after the audio before it)."""
         if self._closed:
             return False
+        if self._offload:
+            self._raw.append(None)
+            self._wake_detector()
+            return True
         event = self.detector.end_now()
         if event is None:
             return False
@@ -271,6 +291,45 @@ class Listener:
             live.cancel()
             # Retrieve a failure so it is never logged as "exception never retrieved".
             live.add_done_callback(lambda task: task.cancelled() or task.exception())
+
+    # ------------------------------------------------------------------ off-loop detection
+    def _wake_detector(self) -> None:
+        self._raw_wakeup.set()
+        if self._detector_task is None:
+            self._detector_task = asyncio.get_running_loop().create_task(self._detect())
+
+    async def _detect(self) -> None:
+        """Feed the detector in a worker thread, in order; events go on as from ``feed``.
+        Consecutive chunks at one rate go in together (decisions do not depend on chunking)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._raw:
+                self._raw_wakeup.clear()
+                await self._raw_wakeup.wait()
+                continue
+            item = self._raw.popleft()
+            if item is None:
+                event = self.detector.end_now()  # no model call: cheap, on the loop
+                if event is not None:
+                    self._put(("event", event))
+                continue
+            pcm, rate = item
+            parts = [pcm]
+            while self._raw and self._raw[0] is not None and self._raw[0][1] == rate:
+                parts.append(self._raw.popleft()[0])
+            pcm = b"".join(parts)
+            try:
+                events = await loop.run_in_executor(_detector_pool(), self.detector.feed, pcm, rate)
+            except ValueError as error:
+                logger.warning("call=%s listening: %s", self.host.session_id, error)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("call=%s turn detection failed", self.host.session_id)
+                continue
+            if not self._closed:
+                self._heard(events, pcm)
 
     # ------------------------------------------------------------------ the worker
     async def _work(self) -> None:
@@ -434,6 +493,9 @@ class Listener:
         self._turn_open = False
         self._cancel_speculation()
         self._cancel_live()
+        if self._detector_task is not None:
+            self._detector_task.cancel()
+            await asyncio.wait({self._detector_task}, timeout=2)
         if self._worker is not None:
             self._worker.cancel()
             await asyncio.wait({self._worker}, timeout=2)
@@ -441,6 +503,18 @@ class Listener:
 
 
 _side_tasks: set[asyncio.Task[Any]] = set()
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _detector_pool() -> ThreadPoolExecutor:
+    """Threads for turn detection with an end-of-turn model (one per core, shared by calls;
+    not the transcription pool: a turn's end must not wait behind transcriptions)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="turn-detect")
+        return _pool
 
 
 class ClientTurnStream:

@@ -147,7 +147,7 @@ class TurnDetector:
     ``end_of_turn`` (optional, off by default): when silence reaches ``end_silence_ms`` the
     model reads the turn; below 0.5 ("unfinished") the turn waits ``smart_wait_ms`` more
     silence. It runs inside ``feed`` (~10-100 ms of CPU, once per pause that long): a caller
-    that enables it should feed from a worker thread.
+    that enables it should feed from a worker thread (``calls.listening.Listener`` does).
     """
 
     def __init__(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 
 import pytest
 
@@ -494,3 +495,53 @@ async def test_live_partial_words_arrive_while_the_caller_is_still_speaking(use_
     assert len(partial) >= 3, partial
     same = [a == b for a, b in zip(partial[:-1], final, strict=False)]
     assert same[0] and sum(same) >= 2 * len(same) / 3, (partial, final)
+
+
+class ThreadsOf:
+    """The real end-of-turn model, noting the thread each question ran on."""
+
+    def __init__(self, model) -> None:
+        self.model, self.threads = model, []
+
+    def turn_complete_probability(self, pcm16k: bytes) -> float:
+        self.threads.append(threading.current_thread())
+        return self.model.turn_complete_probability(pcm16k)
+
+
+async def test_smart_turn_runs_off_the_event_loop_and_decides_as_it_did_on_it(use_engines, whisper, settings):
+    from calls.engines import build_turn_config
+    from calls.listening import vad_factory
+    from stt.smart_turn import shared_smart_turn
+    from stt.turn_detection import SpeechStarted, TurnDetector, TurnEnded
+
+    settings.TURN_SMART = True
+    audio = (
+        silence(300) + speech("So what I was thinking is that") + silence(900) + speech("we start in May.")
+    )
+    audio += silence(2500)
+    # The decisions of the detector fed on this thread, chunk by chunk, as before.
+    reference = TurnDetector(vad=vad_factory()(), config=build_turn_config(), end_of_turn=shared_smart_turn())
+    expected = []
+    for chunk in chunks(audio, 8192):
+        expected += [
+            ("speech_started" if isinstance(e, SpeechStarted) else "speech_stopped", e.at_ms)
+            for e in reference.feed(chunk, 16000)
+            if isinstance(e, SpeechStarted | TurnEnded)
+        ]
+    assert reference.smart_holds >= 1  # the model really changed the decision here
+
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    model = ThreadsOf(shared_smart_turn())
+    session.listener.detector.end_of_turn = model
+    await feed(session, audio)
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    heard = [c for c in port.calls if c[0] in ("speech_started", "speech_stopped")]
+    holds = session.listener.detector.smart_holds
+    await session.hangup()
+
+    assert heard == expected
+    assert holds == reference.smart_holds
+    assert model.threads and threading.current_thread() not in model.threads  # never on the loop

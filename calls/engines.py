@@ -193,6 +193,12 @@ def get_engines() -> Engines:
             _engines.speech.name,
             _engines.transcriber.name if _engines.transcriber else "none",
         )
+        if _engines.transcriber is not None:
+            # Hands-free is possible: load the VAD model now too, so the first hands-free
+            # call does not pay for it (the model is the process's; calls.listening keeps it).
+            from calls.listening import vad_factory
+
+            vad_factory()
     return _engines
 
 

@@ -258,3 +258,28 @@ async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_en
     text = await tiny.transcribe(filler + last, sample_rate=16000, language="en", call_id="t10")
     assert len(filler) / 32000 > 30
     assert words(text)[-6:] == ["please", "send", "me", "the", "contract", "tomorrow"]
+
+
+def test_the_server_process_loads_the_vad_at_start_not_on_the_first_hands_free_call():
+    """Importing the ASGI application (what uvicorn does at start) builds the engines, the
+    voice activity model included, before any call connects."""
+    import subprocess
+
+    from tests.servers import PYTHON, ROOT, server_env
+
+    probe = (
+        "import vantum.asgi\n"
+        "from calls import listening\n"
+        "assert listening._vad_factory is not None, 'VAD not loaded at start'\n"
+        "print(listening._vad_factory[0], type(listening._vad_factory[1]()).__name__)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", probe],
+        cwd=ROOT,
+        env=server_env({"STT_ENGINE": "fake", "VAD_ENGINE": "silero"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["silero", "SileroVad"]

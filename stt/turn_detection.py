@@ -23,7 +23,7 @@ frames in between continue whatever was going on.
 and ``pause_ms`` after the last speech: silence and noise alone never reach a recogniser.
 ``TurnEnded.audio`` is byte-for-byte the ``PauseStarted.audio`` before it when no
 ``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's
-(``stt.speculative``).
+(``calls.listening.Listener`` reuses it).
 
 The detector hears whatever the microphone hears: it cannot tell the agent's own voice
 played back through a loudspeaker from the caller's. Clients must cancel echo (browsers:

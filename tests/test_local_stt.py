@@ -245,3 +245,56 @@ def test_the_server_process_loads_the_vad_at_start_not_on_the_first_hands_free_c
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["silero", "SileroVad"]
+
+
+async def test_the_local_engine_loads_and_transcribes_with_the_network_blocked(monkeypatch):
+    """No model hub, no download, no DNS: every non-loopback connection or name lookup raises,
+    and the engine still loads its model and hears the words."""
+    import ipaddress
+    import socket
+
+    attempts: list[object] = []
+
+    def loopback(host: object) -> bool:
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host in ("localhost", None, ""):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def guard(original):
+        def blocked(self, address, *args, **kwargs):
+            host = address[0] if isinstance(address, tuple) else None
+            if self.family in (socket.AF_INET, socket.AF_INET6) and not loopback(host):
+                attempts.append(address)
+                raise OSError(f"network blocked by the test: {address}")
+            return original(self, address, *args, **kwargs)
+
+        return blocked
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not loopback(host):
+            attempts.append(host)
+            raise socket.gaierror(f"name lookup blocked by the test: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(OSError):  # the block works
+        socket.create_connection(("huggingface.co", 443), timeout=1)
+    attempts.clear()
+
+    transcriber = LocalWhisperTranscriber(model="tiny.en", max_concurrent=1, window_seconds=10)
+    try:
+        pcm, rate = piper_pcm("Please send me the contract tomorrow.")
+        text = await transcriber.transcribe(pcm, sample_rate=rate, language="en", call_id="t-offline")
+    finally:
+        transcriber.close()
+    assert words(text) == ["please", "send", "me", "the", "contract", "tomorrow"]
+    assert attempts == []

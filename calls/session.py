@@ -269,6 +269,17 @@ class CallSession:
             return
         await self._barge_in()
         self._begin_utterance(self.input_rate)
+        transcriber = self.engines.transcriber
+        if callable(getattr(transcriber, "open", None)):
+            # A streaming engine hears the utterance while the caller speaks (calls.listening).
+            # Only from audio.start: chunks sent before it keep the batch path (one connection).
+            self.client_stream = ClientTurnStream(
+                transcriber=transcriber,
+                sample_rate=self.input_rate,
+                language=self.language,
+                call_id=self.session_id,
+                on_partial=getattr(self.port, "transcript_partial", None),  # a phone has no screen
+            )
 
     def audio_chunk(self, pcm: bytes, *, muted: bool = False) -> None:
         """Caller audio at the utterance's rate; muted chunks carry no speech."""
@@ -379,16 +390,6 @@ class CallSession:
         self.utterance_rate = rate
         self.utterance_too_long = self.utterance_over_budget = False
         self._drop_client_stream()
-        transcriber = self.engines.transcriber
-        if callable(getattr(transcriber, "open", None)):
-            # A streaming engine hears the utterance while the caller speaks (calls.listening).
-            self.client_stream = ClientTurnStream(
-                transcriber=transcriber,
-                sample_rate=rate,
-                language=self.language,
-                call_id=self.session_id,
-                on_partial=self.port.transcript_partial,
-            )
 
     def _drop_client_stream(self) -> None:
         if self.client_stream is not None:

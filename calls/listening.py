@@ -19,7 +19,8 @@ one worker task handles them in order, so ``speech.started`` always precedes its
 
 Buffers are bounded: the detector keeps at most ``max_turn_ms`` of a turn, the pre-roll for
 a streaming engine ~0.5 s, the event queue ``QUEUE_LIMIT`` items (audio for a stalled
-streaming engine is dropped beyond it, never queued without end).
+streaming engine is dropped beyond it, never queued without end), and so is the audio
+waiting for a detector that runs in a worker thread (``TURN_SMART``).
 """
 
 from __future__ import annotations
@@ -187,6 +188,11 @@ class Listener:
             return
         self.rate = sample_rate
         if self._offload:
+            if len(self._raw) >= QUEUE_LIMIT:  # the detector threads are minutes behind
+                self._dropped += 1
+                if self._dropped == 1:
+                    logger.warning("call=%s turn detection is behind: dropping audio", self.host.session_id)
+                return
             self._raw.append((pcm, sample_rate))
             self._wake_detector()
             return

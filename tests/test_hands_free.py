@@ -552,3 +552,33 @@ async def test_smart_turn_runs_off_the_event_loop_and_decides_as_it_did_on_it(us
     assert heard == expected
     assert holds == reference.smart_holds
     assert model.threads and threading.current_thread() not in model.threads  # never on the loop
+
+
+async def test_client_mode_with_deepgram_failing_mid_utterance_reports_it_and_the_call_goes_on(use_engines):
+    from stt.deepgram import MESSAGES, DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    async with FakeDeepgram(fault="drop") as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        _ports.append(port)
+        session = CallSession(port=port, transport="test")
+        await session.start()
+        start = Request("voicechat.audio.start", "a1")
+        await session.audio_start(request=start, sample_rate=16000, voice_id=None, language=None)
+        for chunk in chunks(speech(QUESTION), 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0)
+        await until(lambda: len(fake.sessions) == 1 and fake.sessions[0].audio_bytes > 0)
+        await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+        await until(lambda: "error" in port.kinds())
+        await session.text_input("Hello", request=Request("voicechat.text.input", "t1"))
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    assert port.calls[0] == ("error", "voicechat.audio.end", MESSAGES["failed"])
+    assert [c for c in port.calls if c[0] == "user"] == [("user", "Hello")]

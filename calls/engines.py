@@ -155,7 +155,8 @@ def build_turn_config() -> TurnConfig:
 def build_end_of_turn_model() -> EndOfTurnModel | None:
     """Smart Turn v3.2 (one ONNX session per process) when ``TURN_SMART`` is on, else None.
 
-    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``.
+    Pass it to ``TurnDetector(end_of_turn=...)``; it runs inside ``feed``, which the
+    ``Listener`` then runs in a worker thread.
     """
     if not settings.TURN_SMART:
         return None
@@ -192,6 +193,12 @@ def get_engines() -> Engines:
             _engines.speech.name,
             _engines.transcriber.name if _engines.transcriber else "none",
         )
+        if _engines.transcriber is not None:
+            # Hands-free is possible: load the VAD model now too, so the first hands-free
+            # call does not pay for it (the model is the process's; calls.listening keeps it).
+            from calls.listening import vad_factory
+
+            vad_factory()
     return _engines
 
 

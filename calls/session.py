@@ -27,7 +27,7 @@ from bookings.services import bookings_link_call
 from bookings.tools import call_tool_registry
 from calls import instances, limits, live, protocol, services, telemetry
 from calls.engines import LLM_METRICS, Engines, get_engines, get_session_registry
-from calls.listening import HeardTurn, Listener
+from calls.listening import ClientTurnStream, HeardTurn, Listener
 from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
@@ -132,6 +132,7 @@ class CallSession:
         self.utterance_too_long = False
         self.utterance_over_budget = False  # VANTUM_MAX_AUDIO_BUFFER_BYTES was reached
         self.utterance_reserved = 0  # bytes of the process audio budget this utterance holds
+        self.client_stream: ClientTurnStream | None = None  # a streaming engine hearing the utterance
         self.turn_rate = limits.TurnRate(settings.VANTUM_MAX_TURNS_PER_MINUTE)
         self._started = False
         # Hands-free: the listener exists while turnDetection is "server".
@@ -200,6 +201,7 @@ class CallSession:
         telemetry.ACTIVE_CALLS.set(len(_active_calls))
         get_session_registry().unregister(self.session_id)
         self._release_utterance()
+        self._drop_client_stream()
         if self.conversation is not None:
             self.conversation.discard_prefetch()
         # Set before cancelling: a turn cut by a hang-up must not write to the closed socket.
@@ -273,6 +275,17 @@ class CallSession:
             return
         await self._barge_in()
         self._begin_utterance(self.input_rate)
+        transcriber = self.engines.transcriber
+        if callable(getattr(transcriber, "open", None)):
+            # A streaming engine hears the utterance while the caller speaks (calls.listening).
+            # Only from audio.start: chunks sent before it keep the batch path (one connection).
+            self.client_stream = ClientTurnStream(
+                transcriber=transcriber,
+                sample_rate=self.input_rate,
+                language=self.language,
+                call_id=self.session_id,
+                on_partial=getattr(self.port, "transcript_partial", None),  # a phone has no screen
+            )
 
     def audio_chunk(self, pcm: bytes, *, muted: bool = False) -> None:
         """Caller audio at the utterance's rate; muted chunks carry no speech."""
@@ -299,6 +312,8 @@ class CallSession:
             return
         self.utterance_reserved += len(pcm)
         self.utterance.extend(pcm)
+        if self.client_stream is not None:
+            self.client_stream.feed(pcm)
 
     async def audio_end(self, *, request: Request) -> None:
         """The caller's utterance is over: transcribe it, then answer. With server turn
@@ -311,6 +326,9 @@ class CallSession:
         self.utterance = None
         self.utterance_too_long = self.utterance_over_budget = False
         self._release_utterance()
+        stream, self.client_stream = self.client_stream, None
+        if (over_budget or too_long) and stream is not None:
+            stream.abort()
         if over_budget:
             await self.port.request_error(
                 request,
@@ -326,7 +344,10 @@ class CallSession:
             )
             return
         if await self._turn_allowed(request):
-            self._start_turn(voice=(pcm, rate), request=request)
+            streamed = stream.finish() if stream is not None else None
+            self._start_turn(voice=(pcm, rate), request=request, streamed=streamed)
+        elif stream is not None:
+            stream.abort()
 
     async def text_input(self, text: str, *, request: Request) -> None:
         """A typed turn: a barge-in, then the text is the caller's words."""
@@ -374,6 +395,12 @@ class CallSession:
         self.utterance = bytearray()
         self.utterance_rate = rate
         self.utterance_too_long = self.utterance_over_budget = False
+        self._drop_client_stream()
+
+    def _drop_client_stream(self) -> None:
+        if self.client_stream is not None:
+            self.client_stream.abort()
+            self.client_stream = None
 
     def _release_utterance(self) -> None:
         if self.utterance_reserved:
@@ -414,6 +441,7 @@ class CallSession:
                 return False
             self.utterance = None
             self._release_utterance()
+            self._drop_client_stream()
             self.listener = Listener(host=self, transcriber=self.engines.transcriber)
         else:
             listener, self.listener = self.listener, None
@@ -575,13 +603,16 @@ class CallSession:
         text: str | None = None,
         voice: tuple[bytes, int] | None = None,
         heard: HeardTurn | None = None,
+        streamed: asyncio.Task[str] | None = None,
     ) -> asyncio.Task[None]:
         # Turns transcribe side by side (the pool has several workers), but the caller's
         # words reach the transcript and the model in the order they were said.
         loop = asyncio.get_running_loop()
         previous, in_order = self._last_turn_in_order, loop.create_future()
         self._last_turn_in_order = in_order
-        task = loop.create_task(self._run_turn(request, text, voice, heard, previous=previous))
+        task = loop.create_task(
+            self._run_turn(request, text, voice, heard, previous=previous, streamed=streamed)
+        )
         task.add_done_callback(lambda _: in_order.done() or in_order.set_result(None))
         self._turn_order[task] = in_order
         self.turn_tasks.add(task)
@@ -597,11 +628,12 @@ class CallSession:
         heard: HeardTurn | None = None,
         *,
         previous: asyncio.Future[None] | None = None,
+        streamed: asyncio.Task[str] | None = None,
     ) -> None:
         source = "text"
         if voice is not None:
             source = "voice"
-            text = await self._transcribe(request, *voice)
+            text = await self._transcribe(request, *voice, streamed=streamed)
         elif heard is not None:
             source = "voice"
             try:
@@ -738,7 +770,11 @@ class CallSession:
         self.ending_reply = reply
         await self.end(reason=reply.end_call.reason)
 
-    async def _transcribe(self, request: Request, pcm: bytes, rate: int) -> str | None:
+    async def _transcribe(
+        self, request: Request, pcm: bytes, rate: int, *, streamed: asyncio.Task[str] | None = None
+    ) -> str | None:
+        """Words of a client-ended utterance; ``streamed``: a streaming engine's final words
+        for it (``ClientTurnStream``), else the utterance is transcribed now."""
         transcriber = self.engines.transcriber
         if transcriber is None:
             await self.port.request_error(
@@ -746,12 +782,17 @@ class CallSession:
             )
             return None
         if duration_seconds(pcm, rate) < 0.1 or is_silent(pcm, settings.STT_SILENCE_THRESHOLD):
+            if streamed is not None:
+                streamed.cancel()  # nothing to hear: the engine's words are not waited for
             await self.port.request_error(request, "No speech was heard in that recording. Please try again.")
             return None
         try:
-            text = await transcriber.transcribe(
-                pcm, sample_rate=rate, language=self.language, call_id=self.session_id
-            )
+            if streamed is not None:
+                text = await streamed
+            else:
+                text = await transcriber.transcribe(
+                    pcm, sample_rate=rate, language=self.language, call_id=self.session_id
+                )
         except TranscriptionError as error:
             await self.port.request_error(request, str(error))
             return None

@@ -255,6 +255,8 @@ class LocalWhisperTranscriber:
         self._load_lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=self.max_concurrent, thread_name_prefix="whisper")
         self.started = 0  # transcriptions that began running (a cancelled waiting one never does)
+        self._in_pool = 0  # jobs submitted and not yet finished (running or waiting)
+        self._pool_lock = threading.Lock()
         self._prompt = ["<|startoftranscript|>", "<|notimestamps|>"]
         self._languages = _language_tokens(self.info.path) if self.info.multilingual else frozenset()
         if load:
@@ -329,13 +331,31 @@ class LocalWhisperTranscriber:
         ]
         return " ".join(text for text in texts if text)
 
+    @property
+    def idle(self) -> bool:
+        """No job is running or waiting in the pool: optional work (live partial words) may
+        start now without delaying anyone's end-of-turn transcription."""
+        return self._in_pool == 0
+
+    def _job_done(self, _future) -> None:
+        with self._pool_lock:
+            self._in_pool -= 1
+
     async def run_in_pool(self, function, *args):
         """Run ``function(*args)`` in this transcriber's bounded FIFO pool.
 
         Cancelling the awaiting task cancels a job that has not started (it never runs); a
         running decode finishes in its thread and its result is dropped.
         """
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        with self._pool_lock:
+            self._in_pool += 1
+        try:
+            future = self._executor.submit(function, *args)
+        except RuntimeError:  # the pool is shut down (process ending)
+            self._job_done(None)
+            raise
+        future.add_done_callback(self._job_done)  # also when cancelled before it ran
+        return await asyncio.wrap_future(future)
 
     async def transcribe(self, pcm: bytes, *, sample_rate: int, language: str | None, call_id: str) -> str:
         """The transcript of ``pcm`` (s16le mono at ``sample_rate`` Hz; over 28 s in pieces).

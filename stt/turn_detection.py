@@ -23,7 +23,7 @@ frames in between continue whatever was going on.
 and ``pause_ms`` after the last speech: silence and noise alone never reach a recogniser.
 ``TurnEnded.audio`` is byte-for-byte the ``PauseStarted.audio`` before it when no
 ``SpeechResumed`` came between, so a speculative transcript of the pause is the turn's
-(``stt.speculative``).
+(``calls.listening.Listener`` reuses it).
 
 The detector hears whatever the microphone hears: it cannot tell the agent's own voice
 played back through a loudspeaker from the caller's. Clients must cancel echo (browsers:
@@ -147,7 +147,7 @@ class TurnDetector:
     ``end_of_turn`` (optional, off by default): when silence reaches ``end_silence_ms`` the
     model reads the turn; below 0.5 ("unfinished") the turn waits ``smart_wait_ms`` more
     silence. It runs inside ``feed`` (~10-100 ms of CPU, once per pause that long): a caller
-    that enables it should feed from a worker thread.
+    that enables it should feed from a worker thread (``calls.listening.Listener`` does).
     """
 
     def __init__(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 
 import pytest
 
@@ -159,14 +160,19 @@ async def test_speaking_over_the_agent_cuts_its_reply_and_keeps_only_what_was_he
 
 
 @pytest.mark.parametrize(
-    "sound",
+    ("sound", "heard_as_speech"),
     [
-        pytest.param(lambda: cough() + silence(700) + cough(seed=5) + silence(700), id="coughs"),
-        pytest.param(lambda: noise(5000, level=0.05), id="fan-noise"),
-        pytest.param(lambda: speech("Mm-hm.")[: 16 * 2 * 180] + silence(800), id="short-mm-hm"),
+        pytest.param(lambda: cough() + silence(700) + cough(seed=5) + silence(700), False, id="coughs"),
+        pytest.param(lambda: noise(5000, level=0.05), False, id="fan-noise"),
+        # Voiced bursts the VAD does hear as speech (so the barge-in minimum, not the VAD,
+        # is what keeps them from cutting): 180 ms of "mm-hm", 150 ms of "yeah".
+        pytest.param(lambda: speech("Mm-hm.")[: 16 * 2 * 180] + silence(800), True, id="short-mm-hm"),
+        pytest.param(lambda: speech("Yeah.")[: 16 * 2 * 150] + silence(800), True, id="150-ms-yeah"),
     ],
 )
-async def test_coughs_noise_and_a_short_mm_hm_do_not_interrupt_the_agent(use_engines, whisper, sound):
+async def test_coughs_noise_and_a_short_mm_hm_do_not_interrupt_the_agent(
+    use_engines, whisper, sound, heard_as_speech
+):
     use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
     port = RecordingPort()
     session = await hands_free(port)
@@ -181,6 +187,8 @@ async def test_coughs_noise_and_a_short_mm_hm_do_not_interrupt_the_agent(use_eng
     assert "stop" not in port.kinds()
     assert [c for c in port.calls if c[0] == "user"] == [("user", "Hello")]
     assert (await stored_messages(session.session_id))[-1].interrupted is False
+    assert ("speech_started" in port.kinds()) is heard_as_speech
+    assert ("speech_stopped" in port.kinds()) is heard_as_speech
 
 
 async def test_pure_noise_and_muted_audio_make_no_turn(use_engines, whisper):
@@ -419,3 +427,158 @@ async def test_a_caller_who_goes_on_after_a_pause_gets_an_answer_to_all_they_sai
     assert (counts.started, counts.used, counts.discarded) == (1, 0, 1)
     users = [m.text for m in await stored_messages(session.session_id) if m.role == "user"]
     assert [words(text) for text in users] == [words("I run a bakery. " + QUESTION)]
+
+
+async def test_client_mode_streams_the_utterance_to_deepgram_while_the_caller_speaks(use_engines):
+    """The product's browser client (audio.start ... audio.end): a streaming engine hears the
+    audio as it comes, so its final words are ready at audio.end, not transcribed after it."""
+    from stt.deepgram import DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    said = "Do you work with small companies?"
+    async with FakeDeepgram(transcripts=[said], words_every_ms=300) as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        _ports.append(port)
+        session = CallSession(port=port, transport="test")
+        await session.start()
+        start = Request("voicechat.audio.start", "a1")
+        await session.audio_start(request=start, sample_rate=24000, voice_id=None, language=None)
+        audio = speech(said, 24000)
+        for chunk in chunks(audio, 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0)
+        # The engine has every byte and has shown words before the caller lets go of the button.
+        await until(lambda: len(fake.sessions) == 1 and fake.sessions[0].audio_bytes == len(audio))
+        await until(lambda: "partial" in port.kinds())
+        assert "user" not in port.kinds()
+        await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    partials = [c[1] for c in port.calls if c[0] == "partial"]
+    assert partials and all(said.startswith(p) for p in partials)
+    assert next(c for c in port.calls if c[0] == "user") == ("user", said)
+    (stream,) = fake.sessions  # one stream for the one utterance, opened at audio.start
+    assert stream.params["sample_rate"] == "24000"
+    assert stream.audio_bytes == len(audio)
+    assert stream.controls[:1] == ["Finalize"]
+    messages = await stored_messages(session.session_id)
+    assert [(m.role, m.text if m.role == "user" else "") for m in messages] == [
+        ("user", said),
+        ("assistant", ""),
+    ]
+
+
+async def test_live_partial_words_arrive_while_the_caller_is_still_speaking(use_engines, whisper):
+    """The local engine has no stream: the growing turn is transcribed about once a second
+    while the pool is idle, so the caller sees their words before they stop talking."""
+    said = "Could you tell me how much your service costs for a small team every month?"
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    audio = silence(300) + speech(said)
+    assert len(audio) > 2 * 16000 * 3  # over 3 s: a partial is due after the first second
+    head = 2 * 16000 * 2  # the first two seconds
+    await feed(session, audio[:head])
+    # The caller is mid-sentence (audio time stands still): the partial comes from that alone.
+    await until(lambda: "partial" in port.kinds())
+    await feed(session, audio[head:] + silence(1000))
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    await session.hangup()
+
+    kinds = port.kinds()
+    assert kinds.index("speech_started") < kinds.index("partial") < kinds.index("speech_stopped")
+    final = words(next(c for c in port.calls if c[0] == "user")[1])
+    assert final == words(said)
+    partial = words(next(c for c in port.calls if c[0] == "partial")[1])
+    # Tolerant: the last word of a partial may be cut in the middle, and Whisper may hear a
+    # word of a half sentence differently ("you're" for "your"); the rest matches the start.
+    assert len(partial) >= 3, partial
+    same = [a == b for a, b in zip(partial[:-1], final, strict=False)]
+    assert same[0] and sum(same) >= 2 * len(same) / 3, (partial, final)
+
+
+class ThreadsOf:
+    """The real end-of-turn model, noting the thread each question ran on."""
+
+    def __init__(self, model) -> None:
+        self.model, self.threads = model, []
+
+    def turn_complete_probability(self, pcm16k: bytes) -> float:
+        self.threads.append(threading.current_thread())
+        return self.model.turn_complete_probability(pcm16k)
+
+
+async def test_smart_turn_runs_off_the_event_loop_and_decides_as_it_did_on_it(use_engines, whisper, settings):
+    from calls.engines import build_turn_config
+    from calls.listening import vad_factory
+    from stt.smart_turn import shared_smart_turn
+    from stt.turn_detection import SpeechStarted, TurnDetector, TurnEnded
+
+    settings.TURN_SMART = True
+    audio = (
+        silence(300) + speech("So what I was thinking is that") + silence(900) + speech("we start in May.")
+    )
+    audio += silence(2500)
+    # The decisions of the detector fed on this thread, chunk by chunk, as before.
+    reference = TurnDetector(vad=vad_factory()(), config=build_turn_config(), end_of_turn=shared_smart_turn())
+    expected = []
+    for chunk in chunks(audio, 8192):
+        expected += [
+            ("speech_started" if isinstance(e, SpeechStarted) else "speech_stopped", e.at_ms)
+            for e in reference.feed(chunk, 16000)
+            if isinstance(e, SpeechStarted | TurnEnded)
+        ]
+    assert reference.smart_holds >= 1  # the model really changed the decision here
+
+    use_engines(chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=whisper)
+    port = RecordingPort()
+    session = await hands_free(port)
+    model = ThreadsOf(shared_smart_turn())
+    session.listener.detector.end_of_turn = model
+    await feed(session, audio)
+    await until(lambda: "complete" in port.kinds())
+    await settle(session)
+    heard = [c for c in port.calls if c[0] in ("speech_started", "speech_stopped")]
+    holds = session.listener.detector.smart_holds
+    await session.hangup()
+
+    assert heard == expected
+    assert holds == reference.smart_holds
+    assert model.threads and threading.current_thread() not in model.threads  # never on the loop
+
+
+async def test_client_mode_with_deepgram_failing_mid_utterance_reports_it_and_the_call_goes_on(use_engines):
+    from stt.deepgram import MESSAGES, DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    async with FakeDeepgram(fault="drop") as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        port = RecordingPort()
+        _ports.append(port)
+        session = CallSession(port=port, transport="test")
+        await session.start()
+        start = Request("voicechat.audio.start", "a1")
+        await session.audio_start(request=start, sample_rate=16000, voice_id=None, language=None)
+        for chunk in chunks(speech(QUESTION), 8192):
+            session.audio_chunk(chunk)
+            await asyncio.sleep(0)
+        await until(lambda: len(fake.sessions) == 1 and fake.sessions[0].audio_bytes > 0)
+        await session.audio_end(request=Request("voicechat.audio.end", "e1"))
+        await until(lambda: "error" in port.kinds())
+        await session.text_input("Hello", request=Request("voicechat.text.input", "t1"))
+        await until(lambda: "complete" in port.kinds())
+        await settle(session)
+        await session.hangup()
+
+    assert port.calls[0] == ("error", "voicechat.audio.end", MESSAGES["failed"])
+    assert [c for c in port.calls if c[0] == "user"] == [("user", "Hello")]

@@ -3,6 +3,7 @@ server-detected turn, a voice barge-in, the connection's capabilities and bad se
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -102,3 +103,38 @@ async def test_an_unknown_turn_detection_mode_is_refused_clearly(use_engines):
     assert error["eventType"] == "voicechat.session.error"
     assert error["eventId"] == event_id
     assert error["payload"] == {"message": 'turnDetection must be "client" or "server"'}
+
+
+async def test_the_default_client_mode_streams_to_deepgram_on_the_wire(use_engines):
+    """The product's client as it is (audio.start, chunks, audio.end): the engine has the
+    audio, and the caller interim words, before audio.end; the turn's words are Deepgram's."""
+    from stt.deepgram import DeepgramTranscriber
+    from stt.fake_deepgram import FakeDeepgram
+
+    said = "Do you work with small companies?"
+    async with FakeDeepgram(transcripts=[said], words_every_ms=300) as fake:
+        deepgram = DeepgramTranscriber(api_key=fake.api_key, url=fake.url, timeout=5.0)
+        use_engines(
+            chat=ScriptedProvider([Script(tokens_of(REPLY))]), speech=BeepEngine(), transcriber=deepgram
+        )
+        caller = Caller()
+        await caller.connect()
+        await caller.send(protocol.AUDIO_START, {"samplingRate": 16000})
+        assert (await caller.receive())["eventType"] == protocol.AUDIO_START  # its ACK
+        audio = piper_pcm_16k(said)
+        await talk(caller, audio)
+        before_end = await caller.until("voicechat.transcript.partial", timeout=30)
+        for _ in range(500):  # the chunks are on their way to the engine
+            if fake.sessions and fake.sessions[0].audio_bytes == len(audio):
+                break
+            await asyncio.sleep(0.01)
+        assert fake.sessions[0].audio_bytes == len(audio)
+        assert fake.sessions[0].controls == []  # not finalized: the caller still holds the button
+        await caller.send(protocol.AUDIO_END, {})
+        events = await caller.until("voicechat.response.complete", timeout=30)
+        await caller.hang_up()
+
+    assert said.startswith(before_end[-1]["payload"]["text"])
+    user = next(e for e in events if e["eventType"] == "voicechat.transcript.user")
+    assert user["payload"]["text"] == said
+    assert fake.sessions[0].controls[:1] == ["Finalize"]

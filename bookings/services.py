@@ -207,17 +207,35 @@ def call_has_booked_meeting(*, session_id: uuid.UUID) -> bool:
     return Meeting.objects.filter(call_session_id=session_id, status=Meeting.Status.BOOKED).exists()
 
 
+def call_has_callback(*, session_id: uuid.UUID) -> bool:
+    return Callback.objects.filter(call_session_id=session_id).exists()
+
+
 def call_outcome_from_agent(*, session_id: uuid.UUID, outcome: str, summary: str = "") -> str:
     """An outcome the agent's tools set. A meeting booked in this call keeps the outcome
     ``meeting_booked`` (the summary is still stored). Returns the outcome stored.
 
     Queued on the call's write queue (after the call's row) and replayable from the spool:
     idempotent, and a later outcome overwrites an earlier one, as the agent decided. A
-    callback promised after a meeting was booked leaves the meeting's outcome as it was."""
-    if outcome != Outcome.MEETING_BOOKED and call_has_booked_meeting(session_id=session_id):
+    callback promised after a meeting was booked leaves the meeting's outcome as it was.
+
+    ``meeting_booked`` without a booked meeting, or ``callback`` without a callback, is
+    stored as ``no_decision``: the booking rate of the prompt A/B comparison counts these
+    outcomes, so they must stand for a row staff can act on. (``end_call`` refuses such an
+    outcome before it gets here; this catches the one it could not check, queued while
+    the database was down.)"""
+    booked = call_has_booked_meeting(session_id=session_id)
+    if outcome != Outcome.MEETING_BOOKED and booked:
         if outcome == Outcome.CALLBACK:
             return Outcome.MEETING_BOOKED
         outcome = Outcome.MEETING_BOOKED
+    elif (outcome == Outcome.MEETING_BOOKED and not booked) or (
+        outcome == Outcome.CALLBACK and not call_has_callback(session_id=session_id)
+    ):
+        logger.warning(
+            "call=%s outcome %s has no booking behind it: stored as no_decision", session_id, outcome
+        )
+        outcome = Outcome.NO_DECISION
     _outcome_set(session_id, outcome, summary)
     return outcome
 

@@ -229,6 +229,64 @@ async def test_end_call_tool_stores_the_outcome_and_asks_to_end_the_call(london)
     assert bad.ends_call is False
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_end_call_refuses_an_outcome_no_booking_in_this_call_backs(london):
+    from channels.db import database_sync_to_async
+
+    session_id = await database_sync_to_async(_call)()
+    other_call = await database_sync_to_async(_call)()
+    registry = call_tool_registry(timeout=5)
+    context = ToolContext(call_id=str(session_id))
+    # Another call's meeting and callback do not count for this one.
+    await registry.run(
+        name="book_meeting",
+        arguments=json.dumps({"start": _next_tuesday_10(), "duration_minutes": 30}),
+        context=ToolContext(call_id=str(other_call)),
+    )
+    await registry.run(
+        name="schedule_callback",
+        arguments=json.dumps({"when": _next_tuesday_10()}),
+        context=ToolContext(call_id=str(other_call)),
+    )
+
+    claimed = await registry.run(name="end_call", arguments='{"outcome": "meeting_booked"}', context=context)
+    callback = await registry.run(name="end_call", arguments='{"outcome": "callback"}', context=context)
+
+    assert (claimed.ok, claimed.ends_call) == (False, False)
+    assert json.loads(claimed.content)["error"] == (
+        "No meeting was booked in this call, so the outcome cannot be meeting_booked. If the "
+        "caller agreed to a time, book it with book_meeting first; otherwise end the call "
+        "with the outcome that applies."
+    )
+    assert (callback.ok, callback.ends_call) == (False, False)
+    assert json.loads(callback.content)["error"].startswith(
+        "No callback was scheduled in this call, so the outcome cannot be callback."
+    )
+    assert (await database_sync_to_async(Call.objects.get)(session_id=session_id)).outcome == ""
+
+    # Once the meeting is booked in this call, the same end_call ends it as meeting_booked.
+    booked = await registry.run(
+        name="book_meeting",
+        arguments=json.dumps({"start": f"{_next_tuesday_10()[:11]}11:00", "duration_minutes": 30}),
+        context=context,
+    )
+    assert json.loads(booked.content)["ok"] is True
+    ended = await registry.run(name="end_call", arguments='{"outcome": "meeting_booked"}', context=context)
+    assert (ended.ok, ended.ends_call) == (True, True)
+    call = await database_sync_to_async(Call.objects.get)(session_id=session_id)
+    assert (call.outcome, call.outcome_source) == ("meeting_booked", "agent")
+
+
+@pytest.mark.django_db
+def test_a_queued_meeting_booked_outcome_without_a_meeting_is_stored_as_no_decision():
+    # end_call could not read the bookings (database down) and queued the outcome unchecked.
+    session_id = _call()
+    stored = services.call_outcome_from_agent(session_id=session_id, outcome="meeting_booked", summary="s")
+    assert stored == "no_decision"
+    assert services.call_outcome_from_agent(session_id=session_id, outcome="callback") == "no_decision"
+    assert Call.objects.get(session_id=session_id).outcome == "no_decision"
+
+
 def test_the_tool_descriptions_tell_the_model_the_date_timezone_and_hours(london):
     schemas = {s["function"]["name"]: s["function"] for s in call_tool_registry(timeout=5).schemas()}
     assert set(schemas) == {"book_meeting", "schedule_callback", "end_call"}

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from django import forms
 from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from bookings import services
 from bookings.models import Callback, Meeting
 
 
@@ -20,8 +24,33 @@ def _call_link(obj: Meeting | Callback) -> str:
     return format_html('<a href="{}" title="{}">{}</a>', url, session, label)
 
 
+class MeetingForm(forms.ModelForm):
+    """Moving a booked meeting (or booking a cancelled one again) goes through
+    ``services.meeting_reschedule``: the same checks as the agent's booking, ``end``
+    recomputed. The admin saves inside a transaction, so a later failure undoes the move."""
+
+    class Meta:
+        model = Meeting
+        fields = ("start", "duration_minutes", "attendee_email", "notes", "status")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        moved = {"start", "duration_minutes", "status"} & set(self.changed_data)
+        start, minutes = data.get("start"), data.get("duration_minutes")
+        if not moved or data.get("status") != Meeting.Status.BOOKED or start is None or minutes is None:
+            return data
+        try:
+            services.meeting_reschedule(
+                meeting=Meeting.objects.get(pk=self.instance.pk), start=start, duration_minutes=minutes
+            )
+        except services.BookingError as error:
+            raise forms.ValidationError(f"Not moved: {error}") from None
+        return data
+
+
 @admin.register(Meeting)
 class MeetingAdmin(admin.ModelAdmin):
+    form = MeetingForm
     # No created_at column: it is on the meeting's page, and the list must fit at 1280 px.
     list_display = ("start", "minutes", "attendee_email", "status", "call_link")
     list_filter = ("status", "start")
@@ -50,6 +79,12 @@ class MeetingAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # booked by the agent through bookings.services (the checks live there)
+
+    def save_model(self, request, obj: Meeting, form: MeetingForm, change: bool) -> None:
+        # The move itself was saved by meeting_reschedule (form.clean); a cancelled meeting
+        # is not checked, but its end still follows its start and length.
+        obj.end = obj.start + dt.timedelta(minutes=obj.duration_minutes)
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(Callback)

@@ -169,6 +169,44 @@ def meeting_book(
     return meeting
 
 
+def meeting_reschedule(
+    *,
+    meeting: Meeting,
+    start: dt.datetime,
+    duration_minutes: int,
+    hours: WorkingHours | None = None,
+    now: dt.datetime | None = None,
+) -> Meeting:
+    """Move a meeting (staff editing it in admin) to ``start`` for ``duration_minutes``, as
+    booked: the checks of ``meeting_book`` (a duration in range, not in the past, inside
+    working hours, no overlap with another booked meeting; its own old slot does not count)
+    and ``end`` recomputed, so the overlap check of later bookings stays right. A cancelled
+    meeting moved here is booked again. Refusals are ``BookingError``; nothing is saved then."""
+    hours = hours or working_hours()
+    now = now or timezone.now()
+    if not MIN_DURATION <= duration_minutes <= MAX_DURATION:
+        raise BookingError(
+            f"A meeting lasts {MIN_DURATION} to {MAX_DURATION} minutes, not {duration_minutes}."
+        )
+    end = start + dt.timedelta(minutes=duration_minutes)
+    _check_bookable(start=start, end=end, hours=hours, now=now, what="meeting")
+    try:
+        with transaction.atomic():
+            if _overlapping(start, end).exclude(pk=meeting.pk).select_for_update().exists():
+                raise IntegrityError("overlap")
+            meeting.start, meeting.end, meeting.duration_minutes = start, end, duration_minutes
+            meeting.status = Meeting.Status.BOOKED
+            meeting.save(update_fields=["start", "end", "duration_minutes", "status"])
+    except IntegrityError:
+        free = meeting_next_free_start(after=start, duration_minutes=duration_minutes, hours=hours)
+        instead = f" The next free slot is {spoken_time(free, hours)}." if free else ""
+        raise BookingError(
+            f"{spoken_time(start, hours)} overlaps another booked meeting.{instead}", next_free=free
+        ) from None
+    logger.info("call=%s meeting %s moved to %s", meeting.call_session_id, meeting.pk, start.isoformat())
+    return meeting
+
+
 def callback_schedule(
     *,
     session_id: uuid.UUID | None,

@@ -385,3 +385,73 @@ def test_a_booking_made_while_another_call_writes_waits_for_it_instead_of_failin
     other.join(5)
     assert Meeting.objects.get().pk == meeting.pk
     assert Call.objects.get(session_id=session_id).outcome == "meeting_booked"
+
+
+def _edit(admin_client, meeting: Meeting, *, day: str, time: str, minutes: int = 30, status: str = "booked"):
+    return admin_client.post(
+        f"/admin/bookings/meeting/{meeting.pk}/change/",
+        {
+            "start_0": day,
+            "start_1": time,
+            "duration_minutes": str(minutes),
+            "attendee_email": meeting.attendee_email,
+            "notes": "moved by staff",
+            "status": status,
+        },
+    )
+
+
+@pytest.mark.django_db
+def test_moving_a_meeting_in_admin_runs_the_booking_checks_and_recomputes_its_end(
+    admin_client, london, settings
+):
+    settings.TIME_ZONE = "Europe/London"  # the admin's times are read in the business timezone
+    today = timezone.now().astimezone(ZONE).date()
+    tuesday = today + dt.timedelta(days=(1 - today.weekday()) % 7 + 14)  # in two to three weeks
+    at = lambda hour, minute=0: dt.datetime.combine(tuesday, dt.time(hour, minute), tzinfo=ZONE)  # noqa: E731
+    meeting = services.meeting_book(session_id=_call(), start=at(10), duration_minutes=30, hours=LONDON)
+    services.meeting_book(
+        session_id=_call(), start=at(11), duration_minutes=30, hours=LONDON
+    )  # another call's
+    day, saturday = f"{tuesday:%Y-%m-%d}", f"{tuesday + dt.timedelta(days=4):%Y-%m-%d}"
+
+    refusals = {
+        "overlap": _edit(admin_client, meeting, day=day, time="10:45:00"),
+        "saturday": _edit(admin_client, meeting, day=saturday, time="10:00:00"),
+        "past": _edit(admin_client, meeting, day="2020-01-07", time="10:00:00"),
+        "too long": _edit(admin_client, meeting, day=day, time="14:00:00", minutes=300),
+    }
+    errors = {
+        name: [str(e) for e in r.context["adminform"].form.non_field_errors()] for name, r in refusals.items()
+    }
+    assert errors == {
+        "overlap": [
+            f"Not moved: {services.spoken_time(at(10, 45), LONDON)} overlaps another booked meeting. "
+            f"The next free slot is {services.spoken_time(at(11, 30), LONDON)}."
+        ],
+        "saturday": [
+            f"Not moved: {services.spoken_time(at(10) + dt.timedelta(days=4), LONDON)} is outside "
+            "working hours (Mon-Fri 09:00-17:00 (Europe/London))."
+        ],
+        "past": [errors["past"][0]],
+        "too long": ["Not moved: A meeting lasts 15 to 240 minutes, not 300."],
+    }
+    assert errors["past"][0].startswith(
+        "Not moved: Tuesday 7 January 2020 at 10:00 (Europe/London) is in the past"
+    )
+    meeting.refresh_from_db()
+    assert (meeting.start, meeting.end, meeting.notes) == (at(10), at(10, 30), "")
+
+    # A move that overlaps only the meeting's own old slot is fine; end follows start and length.
+    moved = _edit(admin_client, meeting, day=day, time="10:15:00", minutes=45)
+    assert moved.status_code == 302
+    meeting.refresh_from_db()
+    assert (meeting.start, meeting.end, meeting.duration_minutes, meeting.notes) == (
+        at(10, 15),
+        at(11),
+        45,
+        "moved by staff",
+    )
+    # The recomputed end is what the next booking is checked against: 10:45 is now taken.
+    with pytest.raises(BookingError, match="already booked"):
+        services.meeting_book(session_id=_call(), start=at(10, 45), duration_minutes=15, hours=LONDON)

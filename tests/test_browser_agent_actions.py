@@ -119,6 +119,10 @@ def test_a_demo_call_books_a_meeting_the_agent_ends_it_and_admin_shows_the_resul
     recording = page.request.get(base + audio_url)
     assert recording.status == 200 and recording.headers["content-type"] == "audio/wav"
     assert recording.body()[:4] == b"RIFF" and recording.body()[8:12] == b"WAVE"
+    # Seeking: the server answers a byte range with just those bytes.
+    part = page.request.get(base + audio_url, headers={"Range": "bytes=8-11"})
+    size = len(recording.body())
+    assert (part.status, part.headers["content-range"], part.body()) == (206, f"bytes 8-11/{size}", b"WAVE")
     # The browser itself can play it: it loads the audio and knows its length.
     duration = page.evaluate(
         """() => new Promise((resolve) => {

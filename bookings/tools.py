@@ -244,7 +244,9 @@ def _tool_specs() -> tuple[ToolSpec, ...]:
             "end_call",
             (
                 "End the call: when the prospect is not interested, asks to stop, or everything is "
-                "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken."
+                "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken. "
+                "Outcome meeting_booked only after book_meeting succeeded in this call, callback "
+                "only after schedule_callback did."
             ),
             {
                 "type": "object",

@@ -169,6 +169,44 @@ def meeting_book(
     return meeting
 
 
+def meeting_reschedule(
+    *,
+    meeting: Meeting,
+    start: dt.datetime,
+    duration_minutes: int,
+    hours: WorkingHours | None = None,
+    now: dt.datetime | None = None,
+) -> Meeting:
+    """Move a meeting (staff editing it in admin) to ``start`` for ``duration_minutes``, as
+    booked: the checks of ``meeting_book`` (a duration in range, not in the past, inside
+    working hours, no overlap with another booked meeting; its own old slot does not count)
+    and ``end`` recomputed, so the overlap check of later bookings stays right. A cancelled
+    meeting moved here is booked again. Refusals are ``BookingError``; nothing is saved then."""
+    hours = hours or working_hours()
+    now = now or timezone.now()
+    if not MIN_DURATION <= duration_minutes <= MAX_DURATION:
+        raise BookingError(
+            f"A meeting lasts {MIN_DURATION} to {MAX_DURATION} minutes, not {duration_minutes}."
+        )
+    end = start + dt.timedelta(minutes=duration_minutes)
+    _check_bookable(start=start, end=end, hours=hours, now=now, what="meeting")
+    try:
+        with transaction.atomic():
+            if _overlapping(start, end).exclude(pk=meeting.pk).select_for_update().exists():
+                raise IntegrityError("overlap")
+            meeting.start, meeting.end, meeting.duration_minutes = start, end, duration_minutes
+            meeting.status = Meeting.Status.BOOKED
+            meeting.save(update_fields=["start", "end", "duration_minutes", "status"])
+    except IntegrityError:
+        free = meeting_next_free_start(after=start, duration_minutes=duration_minutes, hours=hours)
+        instead = f" The next free slot is {spoken_time(free, hours)}." if free else ""
+        raise BookingError(
+            f"{spoken_time(start, hours)} overlaps another booked meeting.{instead}", next_free=free
+        ) from None
+    logger.info("call=%s meeting %s moved to %s", meeting.call_session_id, meeting.pk, start.isoformat())
+    return meeting
+
+
 def callback_schedule(
     *,
     session_id: uuid.UUID | None,
@@ -207,17 +245,35 @@ def call_has_booked_meeting(*, session_id: uuid.UUID) -> bool:
     return Meeting.objects.filter(call_session_id=session_id, status=Meeting.Status.BOOKED).exists()
 
 
+def call_has_callback(*, session_id: uuid.UUID) -> bool:
+    return Callback.objects.filter(call_session_id=session_id).exists()
+
+
 def call_outcome_from_agent(*, session_id: uuid.UUID, outcome: str, summary: str = "") -> str:
     """An outcome the agent's tools set. A meeting booked in this call keeps the outcome
     ``meeting_booked`` (the summary is still stored). Returns the outcome stored.
 
     Queued on the call's write queue (after the call's row) and replayable from the spool:
     idempotent, and a later outcome overwrites an earlier one, as the agent decided. A
-    callback promised after a meeting was booked leaves the meeting's outcome as it was."""
-    if outcome != Outcome.MEETING_BOOKED and call_has_booked_meeting(session_id=session_id):
+    callback promised after a meeting was booked leaves the meeting's outcome as it was.
+
+    ``meeting_booked`` without a booked meeting, or ``callback`` without a callback, is
+    stored as ``no_decision``: the booking rate of the prompt A/B comparison counts these
+    outcomes, so they must stand for a row staff can act on. (``end_call`` refuses such an
+    outcome before it gets here; this catches the one it could not check, queued while
+    the database was down.)"""
+    booked = call_has_booked_meeting(session_id=session_id)
+    if outcome != Outcome.MEETING_BOOKED and booked:
         if outcome == Outcome.CALLBACK:
             return Outcome.MEETING_BOOKED
         outcome = Outcome.MEETING_BOOKED
+    elif (outcome == Outcome.MEETING_BOOKED and not booked) or (
+        outcome == Outcome.CALLBACK and not call_has_callback(session_id=session_id)
+    ):
+        logger.warning(
+            "call=%s outcome %s has no booking behind it: stored as no_decision", session_id, outcome
+        )
+        outcome = Outcome.NO_DECISION
     _outcome_set(session_id, outcome, summary)
     return outcome
 

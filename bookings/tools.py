@@ -113,14 +113,38 @@ async def schedule_callback(
 async def end_call(
     context: ToolContext, *, record: RecordWrite | None = None, outcome: str, summary: str = ""
 ) -> ToolResult:
+    """Store the call's outcome and ask the call layer to end the call after the goodbye.
+
+    ``meeting_booked`` with no meeting booked in this call, or ``callback`` with no callback,
+    is refused with an error result (the call goes on), not downgraded to ``no_decision``:
+    a model claims a booking it did not make mostly because it promised one and skipped the
+    tool, so the caller believes they are booked. The error lets the model book it now or
+    end with the outcome that is true; a silent downgrade would hang up on a caller
+    expecting a meeting nobody has. Either way the outcome never inflates the booking rate
+    the prompt A/B comparison is read from. With the database down the bookings cannot be
+    read: the call still ends, and ``call_outcome_from_agent`` checks the queued outcome
+    when it is written."""
     session_id = _session(context)
     try:
         # A meeting booked in this call stays the outcome (call_outcome_from_agent keeps it).
         booked = await database_sync_to_async(services.call_has_booked_meeting)(session_id=session_id)
+        promised = booked or await database_sync_to_async(services.call_has_callback)(session_id=session_id)
     except DatabaseError:
         # The database is down: still end the call; the queued outcome is applied later.
         logger.warning("call=%s end_call: bookings not readable, outcome %s queued", session_id, outcome)
-        booked = False
+        booked = promised = None
+    if outcome == services.Outcome.MEETING_BOOKED and booked is False:
+        raise ToolError(
+            "No meeting was booked in this call, so the outcome cannot be meeting_booked. If the "
+            "caller agreed to a time, book it with book_meeting first; otherwise end the call "
+            "with the outcome that applies."
+        )
+    if outcome == services.Outcome.CALLBACK and promised is False:
+        raise ToolError(
+            "No callback was scheduled in this call, so the outcome cannot be callback. If the "
+            "caller asked to be called back, schedule it with schedule_callback first; otherwise "
+            "end the call with the outcome that applies."
+        )
     await _outcome_store(record, session_id, outcome, summary)
     stored = services.Outcome.MEETING_BOOKED if booked else outcome
     return ToolResult.success(
@@ -220,7 +244,9 @@ def _tool_specs() -> tuple[ToolSpec, ...]:
             "end_call",
             (
                 "End the call: when the prospect is not interested, asks to stop, or everything is "
-                "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken."
+                "settled. Say goodbye in the same reply; the call ends after your goodbye was spoken. "
+                "Outcome meeting_booked only after book_meeting succeeded in this call, callback "
+                "only after schedule_callback did."
             ),
             {
                 "type": "object",

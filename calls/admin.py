@@ -5,7 +5,14 @@ from __future__ import annotations
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -15,6 +22,7 @@ from calls import live, services
 from calls.dashboard import dashboard_data
 from calls.exports import export_response
 from calls.models import Call, Outcome, Transport
+from calls.recording import RangeNotSatisfiable, byte_range
 from calls.selectors import call_list, call_transcript, live_calls
 
 REVIEW_PERMISSION = "calls.review_transcripts"
@@ -261,9 +269,30 @@ class CallAdmin(admin.ModelAdmin):
             raise Http404("This call has no recording.")
         try:
             audio = default_storage.open(call.recording.name, "rb")
+            size = audio.size
         except (FileNotFoundError, OSError):
             raise Http404("The recording file is missing from storage.") from None
-        return FileResponse(audio, content_type="audio/wav", filename=f"call-{call.session_id}.wav")
+        filename = f"call-{call.session_id}.wav"
+        # Range requests let the player seek (Django's FileResponse always sends it all).
+        try:
+            wanted = byte_range(request.headers.get("Range"), size)
+        except RangeNotSatisfiable:
+            audio.close()
+            response = HttpResponse(f"The recording has {size} bytes.", status=416, content_type="text/plain")
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        if wanted is None:
+            response = FileResponse(audio, content_type="audio/wav", filename=filename)
+        else:
+            first, last = wanted
+            response = StreamingHttpResponse(
+                _file_part(audio, first, last - first + 1), status=206, content_type="audio/wav"
+            )
+            response["Content-Range"] = f"bytes {first}-{last}/{size}"
+            response["Content-Length"] = str(last - first + 1)
+            response["Content-Disposition"] = f'inline; filename="{filename}"'
+        response["Accept-Ranges"] = "bytes"
+        return response
 
     def get_urls(self):
         custom = [
@@ -337,3 +366,18 @@ class CallAdmin(admin.ModelAdmin):
         else:
             messages.error(request, f"{call} could not be ended. {live.UNAVAILABLE_MESSAGE}")
         return HttpResponseRedirect(reverse("admin:calls_call_live"))
+
+
+def _file_part(audio, start: int, length: int, block: int = 64 * 1024):
+    """``length`` bytes of ``audio`` from ``start``, a block at a time (a range of an hour's
+    recording is not read into memory); the file is closed when done or abandoned."""
+    try:
+        audio.seek(start)
+        while length > 0:
+            data = audio.read(min(block, length))
+            if not data:
+                break
+            length -= len(data)
+            yield data
+    finally:
+        audio.close()

@@ -216,6 +216,38 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndar
     return np.interp(positions, np.arange(len(samples)), samples.astype(np.float64)).round().astype(np.int32)
 
 
+class RangeNotSatisfiable(ValueError):
+    """A byte range that starts beyond the end of the file (HTTP 416)."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The first and last byte (inclusive) of ``size`` bytes that an HTTP ``Range`` header
+    asks for, so the call view's player can seek in a long recording (RFC 9110 14.1.2).
+
+    One range only. None means "send the whole file": no header, another unit, several
+    ranges, or a malformed one, which a server may ignore. Raises ``RangeNotSatisfiable``
+    for a range that starts at or past the end (or an empty suffix)."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = (part.strip() for part in spec.partition("-"))
+    if not dash or not (first_text or last_text) or not (first_text + last_text).isdigit():
+        return None
+    if not first_text:  # "-500": the last 500 bytes
+        suffix = int(last_text)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(f"bytes=-{suffix} of {size} bytes")
+        return max(0, size - suffix), size - 1
+    first = int(first_text)
+    if last_text and int(last_text) < first:
+        return None  # "9-3" is not a range
+    if first >= size:
+        raise RangeNotSatisfiable(f"bytes={first}- of {size} bytes")
+    return first, min(int(last_text) if last_text else size - 1, size - 1)
+
+
 def recording_for_call(*, session_id: uuid.UUID | str) -> CallRecording | None:
     """A recorder for a new call, or None when ``CALL_RECORDINGS`` is false."""
     from django.conf import settings

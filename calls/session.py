@@ -682,6 +682,12 @@ class CallSession:
             if speaker.started and self.end_reason != "hangup":
                 await self.port.response_stop(utterance_id)
                 self._keep_heard(reply, speaker)  # stored below with the reply
+            if reply.end_call is not None and not self.end_reason:
+                # Cut during the goodbye ("bye" over it): the outcome is stored and the model
+                # was told the call ends, so it still ends, in its own task once this one stopped.
+                ending = asyncio.get_running_loop().create_task(self._end_after_reply(reply))
+                self.turn_tasks.add(ending)
+                ending.add_done_callback(self.turn_tasks.discard)
             raise
         except Exception:
             # A bug, not a model or speech failure (those are handled inside the turn):

@@ -14,7 +14,7 @@
   document.querySelectorAll("svg.vv-chart").forEach((svg) => {
     const chart = svg.getAttribute("aria-label");
     const s = box(svg), panel = box(svg.closest(".vv-panel"));
-    if (s.left < panel.left - 1 || s.right > panel.right + 1 || s.bottom > panel.bottom + 1)
+    if (s.left < panel.left - 1 || s.right > panel.right + 1 || s.top < panel.top - 1 || s.bottom > panel.bottom + 1)
       problems.push(`chart "${chart}" overflows its panel`);
     const texts = [...svg.querySelectorAll("text")].map(box);
     texts.forEach((t, i) => {
@@ -39,6 +39,11 @@
     } else if (t.right > contentBox.right + 1) {
       problems.push(`table ${name(table)} is clipped (${Math.round(t.right)} > ${Math.round(contentBox.right)})`);
     }
+  });
+  // Meetings and callbacks: the link to their call must be in view, not scrolled off to the side.
+  document.querySelectorAll("#result_list td.field-call_link").forEach((td) => {
+    const results = td.closest(".results") || content;
+    if (box(td).right > box(results).right + 1) problems.push("the Call column is scrolled out of view");
   });
   const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
   const lum = ([r, g, b]) => {

@@ -229,6 +229,64 @@ async def test_end_call_tool_stores_the_outcome_and_asks_to_end_the_call(london)
     assert bad.ends_call is False
 
 
+@pytest.mark.django_db(transaction=True)
+async def test_end_call_refuses_an_outcome_no_booking_in_this_call_backs(london):
+    from channels.db import database_sync_to_async
+
+    session_id = await database_sync_to_async(_call)()
+    other_call = await database_sync_to_async(_call)()
+    registry = call_tool_registry(timeout=5)
+    context = ToolContext(call_id=str(session_id))
+    # Another call's meeting and callback do not count for this one.
+    await registry.run(
+        name="book_meeting",
+        arguments=json.dumps({"start": _next_tuesday_10(), "duration_minutes": 30}),
+        context=ToolContext(call_id=str(other_call)),
+    )
+    await registry.run(
+        name="schedule_callback",
+        arguments=json.dumps({"when": _next_tuesday_10()}),
+        context=ToolContext(call_id=str(other_call)),
+    )
+
+    claimed = await registry.run(name="end_call", arguments='{"outcome": "meeting_booked"}', context=context)
+    callback = await registry.run(name="end_call", arguments='{"outcome": "callback"}', context=context)
+
+    assert (claimed.ok, claimed.ends_call) == (False, False)
+    assert json.loads(claimed.content)["error"] == (
+        "No meeting was booked in this call, so the outcome cannot be meeting_booked. If the "
+        "caller agreed to a time, book it with book_meeting first; otherwise end the call "
+        "with the outcome that applies."
+    )
+    assert (callback.ok, callback.ends_call) == (False, False)
+    assert json.loads(callback.content)["error"].startswith(
+        "No callback was scheduled in this call, so the outcome cannot be callback."
+    )
+    assert (await database_sync_to_async(Call.objects.get)(session_id=session_id)).outcome == ""
+
+    # Once the meeting is booked in this call, the same end_call ends it as meeting_booked.
+    booked = await registry.run(
+        name="book_meeting",
+        arguments=json.dumps({"start": f"{_next_tuesday_10()[:11]}11:00", "duration_minutes": 30}),
+        context=context,
+    )
+    assert json.loads(booked.content)["ok"] is True
+    ended = await registry.run(name="end_call", arguments='{"outcome": "meeting_booked"}', context=context)
+    assert (ended.ok, ended.ends_call) == (True, True)
+    call = await database_sync_to_async(Call.objects.get)(session_id=session_id)
+    assert (call.outcome, call.outcome_source) == ("meeting_booked", "agent")
+
+
+@pytest.mark.django_db
+def test_a_queued_meeting_booked_outcome_without_a_meeting_is_stored_as_no_decision():
+    # end_call could not read the bookings (database down) and queued the outcome unchecked.
+    session_id = _call()
+    stored = services.call_outcome_from_agent(session_id=session_id, outcome="meeting_booked", summary="s")
+    assert stored == "no_decision"
+    assert services.call_outcome_from_agent(session_id=session_id, outcome="callback") == "no_decision"
+    assert Call.objects.get(session_id=session_id).outcome == "no_decision"
+
+
 def test_the_tool_descriptions_tell_the_model_the_date_timezone_and_hours(london):
     schemas = {s["function"]["name"]: s["function"] for s in call_tool_registry(timeout=5).schemas()}
     assert set(schemas) == {"book_meeting", "schedule_callback", "end_call"}
@@ -327,3 +385,73 @@ def test_a_booking_made_while_another_call_writes_waits_for_it_instead_of_failin
     other.join(5)
     assert Meeting.objects.get().pk == meeting.pk
     assert Call.objects.get(session_id=session_id).outcome == "meeting_booked"
+
+
+def _edit(admin_client, meeting: Meeting, *, day: str, time: str, minutes: int = 30, status: str = "booked"):
+    return admin_client.post(
+        f"/admin/bookings/meeting/{meeting.pk}/change/",
+        {
+            "start_0": day,
+            "start_1": time,
+            "duration_minutes": str(minutes),
+            "attendee_email": meeting.attendee_email,
+            "notes": "moved by staff",
+            "status": status,
+        },
+    )
+
+
+@pytest.mark.django_db
+def test_moving_a_meeting_in_admin_runs_the_booking_checks_and_recomputes_its_end(
+    admin_client, london, settings
+):
+    settings.TIME_ZONE = "Europe/London"  # the admin's times are read in the business timezone
+    today = timezone.now().astimezone(ZONE).date()
+    tuesday = today + dt.timedelta(days=(1 - today.weekday()) % 7 + 14)  # in two to three weeks
+    at = lambda hour, minute=0: dt.datetime.combine(tuesday, dt.time(hour, minute), tzinfo=ZONE)  # noqa: E731
+    meeting = services.meeting_book(session_id=_call(), start=at(10), duration_minutes=30, hours=LONDON)
+    services.meeting_book(
+        session_id=_call(), start=at(11), duration_minutes=30, hours=LONDON
+    )  # another call's
+    day, saturday = f"{tuesday:%Y-%m-%d}", f"{tuesday + dt.timedelta(days=4):%Y-%m-%d}"
+
+    refusals = {
+        "overlap": _edit(admin_client, meeting, day=day, time="10:45:00"),
+        "saturday": _edit(admin_client, meeting, day=saturday, time="10:00:00"),
+        "past": _edit(admin_client, meeting, day="2020-01-07", time="10:00:00"),
+        "too long": _edit(admin_client, meeting, day=day, time="14:00:00", minutes=300),
+    }
+    errors = {
+        name: [str(e) for e in r.context["adminform"].form.non_field_errors()] for name, r in refusals.items()
+    }
+    assert errors == {
+        "overlap": [
+            f"Not moved: {services.spoken_time(at(10, 45), LONDON)} overlaps another booked meeting. "
+            f"The next free slot is {services.spoken_time(at(11, 30), LONDON)}."
+        ],
+        "saturday": [
+            f"Not moved: {services.spoken_time(at(10) + dt.timedelta(days=4), LONDON)} is outside "
+            "working hours (Mon-Fri 09:00-17:00 (Europe/London))."
+        ],
+        "past": [errors["past"][0]],
+        "too long": ["Not moved: A meeting lasts 15 to 240 minutes, not 300."],
+    }
+    assert errors["past"][0].startswith(
+        "Not moved: Tuesday 7 January 2020 at 10:00 (Europe/London) is in the past"
+    )
+    meeting.refresh_from_db()
+    assert (meeting.start, meeting.end, meeting.notes) == (at(10), at(10, 30), "")
+
+    # A move that overlaps only the meeting's own old slot is fine; end follows start and length.
+    moved = _edit(admin_client, meeting, day=day, time="10:15:00", minutes=45)
+    assert moved.status_code == 302
+    meeting.refresh_from_db()
+    assert (meeting.start, meeting.end, meeting.duration_minutes, meeting.notes) == (
+        at(10, 15),
+        at(11),
+        45,
+        "moved by staff",
+    )
+    # The recomputed end is what the next booking is checked against: 10:45 is now taken.
+    with pytest.raises(BookingError, match="already booked"):
+        services.meeting_book(session_id=_call(), start=at(10, 45), duration_minutes=15, hours=LONDON)

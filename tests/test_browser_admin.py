@@ -164,15 +164,18 @@ def seeded_server(tmp_path_factory):
             [sys.executable, "manage.py", *command], cwd=ROOT, env=env, check=True, capture_output=True
         )
     with sqlite3.connect(database) as db:
+        # The newest finished call (tool calls, a recording) and the call in progress.
         call_pk = db.execute(
-            "SELECT c.id FROM calls_call c WHERE EXISTS "
+            "SELECT c.id FROM calls_call c WHERE c.ended_at IS NOT NULL AND EXISTS "
             "(SELECT 1 FROM calls_message m WHERE m.call_id = c.id) ORDER BY c.started_at DESC LIMIT 1"
         ).fetchone()[0]
+        live_pk = db.execute("SELECT id FROM calls_call WHERE ended_at IS NULL").fetchone()[0]
         newest_version = db.execute("SELECT max(id) FROM agents_promptversion").fetchone()[0]
     with run_daphne(env, log_path=workdir / "daphne.log") as port:
         yield {
             "url": f"http://127.0.0.1:{port}",
             "call": call_pk,
+            "live_call": live_pk,
             "version": newest_version,
             "log": workdir / "daphne.log",
         }
@@ -190,7 +193,17 @@ def test_staff_pages_fit_their_boxes_at_common_widths_in_both_themes(browser, se
         "diff": f"/admin/agents/promptversion/{seeded_server['version']}/diff/",
         "editor": f"/admin/agents/promptversion/{seeded_server['version']}/change/",  # the opener field too
         "live": "/admin/calls/call/live/",
+        "follow": f"/admin/calls/call/{seeded_server['live_call']}/follow/",
+        "meetings": "/admin/bookings/meeting/",
+        "callbacks": "/admin/bookings/callback/",
         "ab": "/admin/agents/agentprofile/1/change/",
+    }
+    # What the seed put on a page, so a check never passes on an empty one.
+    shown = {
+        "call": "[data-testid=tool-call] >> nth=1",
+        "follow": "#live-transcript [data-testid=tool-call] >> nth=1",
+        "meetings": "#result_list td.field-call_link a",
+        "callbacks": "#result_list td.field-call_link a",
     }
     found: dict[str, list[str]] = {}
     missing_files: list[str] = []
@@ -205,6 +218,10 @@ def test_staff_pages_fit_their_boxes_at_common_widths_in_both_themes(browser, se
             _login(page, base)
             for label, path in pages.items():
                 page.goto(base + path)
+                if label in shown:
+                    page.wait_for_selector(shown[label], timeout=5000)
+                if label == "call":
+                    assert page.locator("audio#call-recording").count() == 1
                 page.screenshot(path=str(_artifact(f"staff/{label}-{width}-{theme}.png")), full_page=True)
                 problems = page.evaluate(LAYOUT_PROBLEMS)
                 if problems:
@@ -326,8 +343,11 @@ def test_a_typed_call_books_a_meeting_and_staff_find_it_with_outcome_and_recordi
     assert recording.status == 200 and recording.body()[:4] == b"RIFF"
     page.screenshot(path=str(_artifact("staff/booked-call.png")), full_page=True)
 
-    page.goto(f"{base}/admin/bookings/meeting/")
-    meeting = page.locator("#result_list tbody tr").first
-    assert "30" in meeting.locator("td.field-duration_minutes").inner_text()
-    assert meeting.locator("td.field-call_link a").count() == 1
+    # The server is shared (the live-follow test books a meeting too): this call's meeting,
+    # found by its session id.
+    page.goto(f"{base}/admin/bookings/meeting/?q={session_id}")
+    meetings = page.locator("#result_list tbody tr")
+    assert meetings.count() == 1
+    assert meetings.first.locator("td.field-minutes").inner_text() == "30"
+    assert meetings.first.locator("td.field-call_link a").get_attribute("title") == session_id
     context.close()

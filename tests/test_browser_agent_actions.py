@@ -1,5 +1,6 @@
 """The offline demo's whole flow in a real browser: a typed call books a meeting and the agent
-ends the call; then staff find the meeting, the outcome and the tool calls in admin."""
+ends the call; then staff find that call's meeting, its outcome, its tool calls and its
+recording in admin."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 def demo_server(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("agent-actions")
     database = workdir / "db.sqlite3"
-    env = server_env({"DATABASE_URL": f"sqlite:///{database}", "DJANGO_SUPERUSER_PASSWORD": "pass-word-123"})
+    env = server_env(
+        {
+            "DATABASE_URL": f"sqlite:///{database}",
+            "DJANGO_SUPERUSER_PASSWORD": "pass-word-123",
+            "MEDIA_ROOT": str(workdir / "media"),  # recordings: never the repository's media/
+        }
+    )
     migrate_database(env)
     subprocess.run(
         [
@@ -73,10 +80,11 @@ def test_a_demo_call_books_a_meeting_the_agent_ends_it_and_admin_shows_the_resul
     page.wait_for_timeout(1500)  # a client must not redial on its own
     assert page.evaluate("window.vantumConsole.state") == "ended"
     page.screenshot(path=str(ARTIFACTS / "console-agent-ended.png"), full_page=True)
+    session_id = page.evaluate("window.vantumConsole.sessionId")
     with sqlite3.connect(demo_server["database"]) as db:
-        assert db.execute("SELECT COUNT(*) FROM calls_call").fetchone()[0] == 1
         outcome, reason, model = db.execute(
-            "SELECT outcome, end_reason, llm_model FROM calls_call"
+            "SELECT outcome, end_reason, llm_model FROM calls_call WHERE session_id = ?",
+            (session_id.replace("-", ""),),
         ).fetchone()
     assert (outcome, reason, model) == ("meeting_booked", "agent_ended", "demo")
 
@@ -85,15 +93,46 @@ def test_a_demo_call_books_a_meeting_the_agent_ends_it_and_admin_shows_the_resul
     page.fill("#id_password", "pass-word-123")
     page.click("input[type=submit]")
     page.wait_for_url(f"{base}/admin/")
-    page.goto(f"{base}/admin/bookings/meeting/")
+    # This call's meeting, found by the call's session id: exactly one.
+    page.goto(f"{base}/admin/bookings/meeting/?q={session_id}")
     rows = page.locator("#result_list tbody tr")
     assert rows.count() == 1
+    meeting = rows.first
+    assert meeting.locator("td.field-minutes").inner_text() == "30"
+    assert meeting.locator("td.field-status").inner_text() == "Booked"
+    assert meeting.locator("td.field-call_link a").get_attribute("title") == session_id
     page.screenshot(path=str(ARTIFACTS / "admin-meetings.png"), full_page=True)
-    rows.first.locator("td.field-call_link a").click()
+    meeting.locator("td.field-call_link a").click()
     page.wait_for_selector("[data-testid=tool-call]")
+    assert session_id in page.content()
     calls = page.locator("[data-testid=tool-call]").all_inner_texts()
     assert [c.split(" · ")[0] for c in calls] == ["book_meeting", "end_call"]
     assert all("· done" in c for c in calls)
-    assert "Meeting booked" in page.content()
+    assert page.locator("#call-outcome").inner_text().startswith("Meeting booked")
+    # The recording is written at hang-up, just after the call ended: reload until it is there.
+    for _ in range(40):
+        if page.locator("audio#call-recording").count():
+            break
+        page.wait_for_timeout(250)
+        page.reload()
+    audio_url = page.locator("audio#call-recording").get_attribute("src")
+    recording = page.request.get(base + audio_url)
+    assert recording.status == 200 and recording.headers["content-type"] == "audio/wav"
+    assert recording.body()[:4] == b"RIFF" and recording.body()[8:12] == b"WAVE"
+    # Seeking: the server answers a byte range with just those bytes.
+    part = page.request.get(base + audio_url, headers={"Range": "bytes=8-11"})
+    size = len(recording.body())
+    assert (part.status, part.headers["content-range"], part.body()) == (206, f"bytes 8-11/{size}", b"WAVE")
+    # The browser itself can play it: it loads the audio and knows its length.
+    duration = page.evaluate(
+        """() => new Promise((resolve) => {
+            const audio = document.querySelector('audio#call-recording');
+            if (audio.readyState >= 1) return resolve(audio.duration);
+            audio.addEventListener('loadedmetadata', () => resolve(audio.duration));
+            audio.addEventListener('error', () => resolve(-1));
+            audio.load();
+        })"""
+    )
+    assert duration > 1
     page.screenshot(path=str(ARTIFACTS / "admin-call-with-tools.png"), full_page=True)
     context.close()

@@ -306,3 +306,65 @@ async def test_a_barge_in_while_a_meeting_is_being_booked_stops_the_reply_and_th
     assert stored[0].interrupted is True
     assert [t["name"] for t in stored[0].tool_calls] == ["book_meeting"]
     assert stored[1].text == "Of course, what would you like to know?"
+
+
+class HeldGoodbyeEngine(BeepEngine):
+    """Speaks the first chunk, then holds the goodbye's synthesis until the test lets go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.goodbye_started = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def synthesize(self, text: str, *, voice_id: str):
+        if "goodbye" in text:
+            self.goodbye_started.set()
+            await self.release.wait()
+        async for block in super().synthesize(text, voice_id=voice_id):
+            yield block
+
+
+async def test_the_caller_talking_over_the_goodbye_still_ends_the_call_after_what_was_heard(use_engines):
+    speech = HeldGoodbyeEngine()
+    fake, provider = _fake_model(
+        FakeReply(
+            text=GOODBYE,
+            tool_calls=[FakeToolCall("end_call", {"outcome": "not_interested", "summary": "Has a vendor"})],
+        )
+    )
+    use_engines(chat=provider, speech=speech)
+    port = RecordingPort()
+    session = CallSession(port=port, transport="test")
+    await session.start()
+    await session.text_input("We're not interested, thanks.", request=TYPED)
+    await asyncio.wait_for(speech.goodbye_started.wait(), 5)
+    # The goodbye is being synthesized once end_call has run and the reply knows it ends the call.
+    replying = session.replying
+    for _ in range(500):
+        if replying[3].end_call is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert replying[3].end_call is not None
+    utterance = next(c[1] for c in port.calls if c[0] == "start")
+
+    # "Bye!" over the goodbye: the caller starts talking (a barge-in).
+    await session.audio_start(
+        request=Request("voicechat.audio.start", "req-2"), sample_rate=16000, voice_id=None, language=None
+    )
+    await asyncio.wait_for(port.closed.wait(), 5)
+    await session.hangup()
+
+    kinds = port.kinds()
+    assert ("stop", utterance) in port.calls
+    assert kinds[-2:] == ["ended", "close"]
+    assert port.calls[-2] == ("ended", "agent_ended") and port.calls[-1] == ("close", 1000)
+    assert speech.spoken == ["Thanks for your time."]  # the goodbye was cut before its audio
+    assert len(fake.requests) == 1  # no model request for the cut reply or after it
+    call = await stored_call(session.session_id)
+    assert (call.end_reason, call.outcome, call.outcome_summary) == (
+        "agent_ended",
+        "not_interested",
+        "Has a vendor",
+    )
+    reply = (await stored_messages(session.session_id))[-1]
+    assert (reply.interrupted, reply.text) == (True, "Thanks for your time.")

@@ -64,9 +64,16 @@ def _stop(process: subprocess.Popen) -> None:
             process.wait(5)
 
 
+# Recordings and the write spool of server processes: out of the repository (one folder per
+# test run, shared by its servers like the repository's default folders would be).
+_SCRATCH = Path(tempfile.mkdtemp(prefix="vantum-test-servers-"))
+
+
 def server_env(extra: Mapping[str, str]) -> dict[str, str]:
     """A clean environment for a server process of ours: no key (demo), fast engines."""
     env = {
+        "MEDIA_ROOT": str(_SCRATCH / "media"),
+        "VANTUM_SPOOL_DIR": str(_SCRATCH / "spool"),
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
         "DJANGO_SETTINGS_MODULE": "vantum.settings",

@@ -248,11 +248,16 @@ class TwilioStreamConsumer(live.LiveCallControls, AsyncWebsocketConsumer):
         if self.port is not None:
             self.port.closed = True
         if self.phone_call is not None:
-            await database_sync_to_async(services.phone_call_finish)(
+            # Through the call's recorder, after the call's own rows (it reads their outcome):
+            # a database outage at hang-up spools it (the do-not-call entry with it) for the
+            # replay at recovery, and never raises into the hang-up.
+            session.recorder.record(
+                services.phone_call_finish,
                 phone_call_id=self.phone_call.pk,
                 end_reason=(self.port.end_reason if self.port else "") or reason,
                 agent_outcome=services.end_call_outcome(session.ending_reply),
             )
+            await session.recorder.close(wait_seconds=5)
 
     async def disconnect(self, code: int) -> None:
         timer = getattr(self, "start_timer", None)

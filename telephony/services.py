@@ -1,8 +1,8 @@
 """Writes of phone calls, leads, campaigns and the do-not-call list.
 
 Plain synchronous functions with keyword-only arguments. The stream consumer calls them off
-the audio path (``database_sync_to_async`` before the call starts or after it ended, the
-transcript recorder otherwise); the dialing workers call them directly.
+the audio path (``database_sync_to_async`` before the call starts, the transcript recorder
+from then on, its end included); the dialing workers call them directly.
 """
 
 from __future__ import annotations
@@ -218,6 +218,11 @@ def phone_call_finish(*, phone_call_id: int, end_reason: str, agent_outcome: str
     (a meeting booked earlier in the call stays the outcome); the system's default
     (``no_decision``) does not. The lead gets the outcome even when Twilio's "completed"
     callback came first and left only "completed" there.
+
+    Run by the call's recorder (``calls.recorder``), after the call's own rows: retried, and
+    through a database outage spooled and replayed at recovery. Idempotent, so a replay of a
+    write that had in fact been stored changes nothing: the first end reason stays and the
+    number is listed once.
     """
     from calls.models import Call, OutcomeSource
 

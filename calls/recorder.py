@@ -155,6 +155,8 @@ class TranscriptRecorder:
             self._spool_remaining()
 
     def _spool_remaining(self) -> None:
+        """Spool what is still queued; this call's later writes then follow it into the
+        spool, so replay stores them in the order they were made."""
         items = [self._current] if self._current is not None else []
         self._current = None
         queue, self._queue = self._queue or deque(), None
@@ -164,6 +166,8 @@ class TranscriptRecorder:
                     item.set_result(None)
             else:
                 items.append(item)  # type: ignore[arg-type]
+        if items:
+            self.spooling = True
         self._spool(items)
 
     async def _drain(self) -> None:

@@ -61,6 +61,7 @@ SPOOLABLE = frozenset(
         "calls.services:call_attach_recording",
         "bookings.services:bookings_link_call",
         "bookings.services:call_outcome_from_agent",
+        "calls.webhook:webhook_delivery_create",
     }
 )
 

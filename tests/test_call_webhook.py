@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from calls.webhook import (
     verify_signature,
     webhook_delivery_create,
 )
+from tests.servers import PYTHON, ROOT, migrate, run_postgres, server_env
 from tests.support import BeepEngine, Script, ScriptedProvider, tokens_of
 from tests.test_call_session import RecordingPort
 
@@ -226,6 +228,53 @@ def test_two_retry_passes_at_once_deliver_a_due_report_exactly_once(receiver, cr
     assert len(crm.requests) == 1
     delivery = _delivery(session_id)
     assert (delivery.state, delivery.attempts) == (WebhookState.DELIVERED, 1)
+
+
+def _shell(env: dict[str, str], code: str) -> subprocess.Popen:
+    """A separate server-like process running ``code`` with Django set up."""
+    return subprocess.Popen(
+        [PYTHON, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.servers
+def test_two_processes_on_postgresql_send_a_due_report_once(receiver):
+    crm = receiver()
+    crm.hold.clear()
+    with run_postgres() as database_url:
+        env = server_env(
+            {"DATABASE_URL": database_url, "CALL_WEBHOOK_URL": crm.url, "CALL_WEBHOOK_SECRET": SECRET}
+        )
+        migrate(env)
+        session_id = uuid.uuid4()
+        stored = _shell(
+            env,
+            "import uuid; from django.utils import timezone; from calls import services; "
+            "from calls.webhook import webhook_delivery_create; "
+            f"s = uuid.UUID('{session_id}'); "
+            "services.call_start(session_id=s, started_at=timezone.now(), prompt_version_id=None); "
+            "services.call_end(session_id=s, reason='hangup'); "
+            "webhook_delivery_create(session_id=s, created_at=timezone.now())",
+        )
+        assert stored.wait(60) == 0, stored.stderr.read()
+        retry_pass = "from calls.webhook import call_reports_deliver_due; print(call_reports_deliver_due())"
+        first = _shell(env, retry_pass)
+        assert crm.arrived.wait(60)  # the first process is sending it, still unanswered
+        second = _shell(env, retry_pass)  # another worker's heartbeat, meanwhile
+        out, err = second.communicate(timeout=60)
+        assert (second.returncode, out.split()[-1]) == (0, "0"), err
+        crm.hold.set()
+        out, err = first.communicate(timeout=60)
+        assert (first.returncode, out.split()[-1]) == (0, "1"), err
+        assert len(crm.requests) == 1
+        headers, body = crm.requests[0]
+        assert verify_signature(body, headers[SIGNATURE_HEADER], secret=SECRET)
+        assert json.loads(body)["sessionId"] == str(session_id)
 
 
 @pytest.mark.django_db(transaction=True)

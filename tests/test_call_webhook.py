@@ -419,3 +419,34 @@ async def test_hang_up_does_not_wait_for_a_slow_receiver(receiver, crm_settings,
     assert len(crm.requests) == 1
     delivery = await database_sync_to_async(_delivery)(uuid.UUID(session.session_id))
     assert (delivery.state, delivery.attempts) == (WebhookState.DELIVERED, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_starts_a_retry_pass_that_delivers_due_reports(receiver, crm_settings):
+    from calls.instances import Heartbeat
+
+    crm = receiver([503])
+    crm_settings.CALL_WEBHOOK_URL = crm.url
+    session_id = _ended_call()
+    assert call_reports_deliver_due() == 1  # the attempt at hang-up: the CRM answers 503
+    Heartbeat(interval=5).beat_once()
+    webhook._retrier.join(15)
+    delivery = _delivery(session_id)
+    assert (delivery.state, delivery.attempts) == (WebhookState.DELIVERED, 2)
+    assert len(crm.requests) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_calls_admin_page_shows_its_report_state(receiver, crm_settings, admin_client):
+    crm = receiver([400])
+    crm_settings.CALL_WEBHOOK_URL = crm.url
+    silent = _ended_call(outbox=False)  # no webhook configured at the time: no row
+    session_id = _ended_call()
+    page = admin_client.get(f"/admin/calls/call/{Call.objects.get(session_id=session_id).pk}/change/")
+    assert '<td id="call-webhook">pending</td>' in page.content.decode()
+    call_reports_deliver_due()
+    page = admin_client.get(f"/admin/calls/call/{Call.objects.get(session_id=session_id).pk}/change/")
+    assert '<td id="call-webhook">failed after 1 attempt: HTTP 400</td>' in page.content.decode()
+    page = admin_client.get(f"/admin/calls/call/{Call.objects.get(session_id=silent).pk}/change/")
+    assert page.status_code == 200
+    assert "call-webhook" not in page.content.decode()

@@ -161,12 +161,14 @@ def webhook_delivery_create(*, session_id: uuid.UUID, created_at: datetime) -> A
 def webhook_delivery_claim(*, delivery_id: int, now: datetime, lease: timedelta) -> int | None:
     """Take a due report for one attempt: push its due time past the lease, in one
     conditional UPDATE, so no other pass (thread or process) can take it meanwhile.
-    Returns the attempt's number, or None when the report is not (or no longer) due."""
+    Returns the attempt's number, or None when the report is not (or no longer) due.
+    The lease runs from the clock, not from ``now``: a long pass (``now`` is when it
+    started) must not claim a report with a lease that has already run out."""
     from calls.models import WebhookDelivery, WebhookState
 
     claimed = WebhookDelivery.objects.filter(
         pk=delivery_id, state=WebhookState.PENDING, next_attempt_at__lte=now
-    ).update(next_attempt_at=now + lease, attempts=F("attempts") + 1)
+    ).update(next_attempt_at=max(now, timezone.now()) + lease, attempts=F("attempts") + 1)
     if not claimed:
         return None
     return WebhookDelivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)

@@ -212,12 +212,17 @@ def test_a_report_past_the_age_limit_is_given_up_at_its_next_failure(receiver, c
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_retry_passes_at_once_deliver_a_due_report_exactly_once(receiver, crm_settings):
+@pytest.mark.parametrize("first_pass_minutes", [0, 5])  # 5: a long pass, at its end
+def test_two_retry_passes_at_once_deliver_a_due_report_exactly_once(
+    receiver, crm_settings, first_pass_minutes
+):
     crm = receiver()
     crm.hold.clear()  # the CRM sits on the first request until told
     crm_settings.CALL_WEBHOOK_URL = crm.url
     session_id = _ended_call()
-    first, first_made = _in_thread(call_reports_deliver_due)
+    WebhookDelivery.objects.update(next_attempt_at=timezone.now() - timedelta(minutes=10))
+    started = timezone.now() - timedelta(minutes=first_pass_minutes)
+    first, first_made = _in_thread(call_reports_deliver_due, now=started)
     assert crm.arrived.wait(15)  # the first pass is sending the report, still unanswered
     second, second_made = _in_thread(call_reports_deliver_due)  # another process's heartbeat
     second.join(15)

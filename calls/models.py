@@ -173,7 +173,7 @@ class WebhookDelivery(models.Model):
     state = models.CharField(max_length=16, choices=WebhookState.choices, default=WebhookState.PENDING)
     attempts = models.PositiveIntegerField(default=0)
     # When the next attempt is due; while one runs, the end of its lease. None once final.
-    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_status = models.PositiveSmallIntegerField(null=True, blank=True)  # the receiver's HTTP status
     last_error = models.TextField(blank=True)
@@ -181,6 +181,8 @@ class WebhookDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # Every process's retry pass looks for due pending reports each beat; rows are kept.
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due")]
 
     def __str__(self) -> str:
         return f"Webhook of call {self.call_id}: {self.state}"

@@ -21,7 +21,7 @@ from django.utils import timezone
 from calls import live, services
 from calls.dashboard import dashboard_data
 from calls.exports import export_response
-from calls.models import Call, Outcome, Transport
+from calls.models import Call, Outcome, Transport, WebhookDelivery, WebhookState
 from calls.recording import RangeNotSatisfiable, byte_range
 from calls.selectors import call_list, call_transcript, live_calls
 
@@ -108,6 +108,24 @@ class InterruptedFilter(admin.SimpleListFilter):
         if self.value() == "no":
             return queryset.filter(interruptions=0)
         return queryset
+
+
+def webhook_delivery_text(*, call: Call) -> str:
+    """The state of the call's end-of-call report (``calls.webhook``), read-only; empty when
+    no report was queued (no webhook configured)."""
+    delivery = WebhookDelivery.objects.filter(call=call).first()
+    if delivery is None:
+        return ""
+    tries = f"{delivery.attempts} attempt{'' if delivery.attempts == 1 else 's'}"
+    last = delivery.last_error or (f"HTTP {delivery.last_status}" if delivery.last_status else "")
+    if delivery.state == WebhookState.DELIVERED:
+        return f"delivered {timezone.localtime(delivery.delivered_at):%Y-%m-%d %H:%M:%S} ({tries})"
+    if delivery.state == WebhookState.FAILED:
+        return f"failed after {tries}: {last}"
+    if delivery.attempts == 0:
+        return "pending"
+    retry_at = timezone.localtime(delivery.next_attempt_at)
+    return f"pending, retried {retry_at:%Y-%m-%d %H:%M:%S} ({tries}: {last})"
 
 
 @admin.register(Call)
@@ -237,6 +255,7 @@ class CallAdmin(admin.ModelAdmin):
             "outcomes": Outcome.choices,
             "can_review": request.user.has_perm(REVIEW_PERMISSION),
             "has_recording": bool(call.recording),
+            "webhook_delivery": webhook_delivery_text(call=call),
         }
         return super().change_view(request, object_id, form_url, extra_context)
 

@@ -199,7 +199,7 @@ class Heartbeat(threading.Thread):
             self.stopping.wait(self.interval)
 
     def beat_once(self) -> None:
-        from calls import recorder, services, telemetry
+        from calls import recorder, services, telemetry, webhook
 
         close_old_connections()
         stale_after = timedelta(seconds=STALE_BEATS * self.interval)
@@ -228,6 +228,7 @@ class Heartbeat(threading.Thread):
                 telemetry.CALLS_LOST.inc(lost)
                 logger.warning("closed %d calls left open by lost server processes (server_lost)", lost)
             recorder.spool_replay()
+            webhook.call_reports_retry_soon()  # due reports, in a thread of their own
             refresh_cached_prompt_version()
         except Exception as error:
             connection.close()

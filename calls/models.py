@@ -156,3 +156,33 @@ class ServerInstance(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid} ({self.id})"
+
+
+class WebhookState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox row of one call's end-of-call report (``calls.webhook``). Written at hang-up
+    through the call's write queue, so it survives a restart, a crash and a database outage;
+    kept once delivered or failed, for audit (deleted with its call)."""
+
+    call = models.OneToOneField(Call, on_delete=models.CASCADE, related_name="webhook_delivery")
+    state = models.CharField(max_length=16, choices=WebhookState.choices, default=WebhookState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due; while one runs, the end of its lease. None once final.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)  # the receiver's HTTP status
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        # Every process's retry pass looks for due pending reports each beat; rows are kept.
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due")]
+
+    def __str__(self) -> str:
+        return f"Webhook of call {self.call_id}: {self.state}"

@@ -62,6 +62,7 @@ SPOOLABLE = frozenset(
         "bookings.services:bookings_link_call",
         "bookings.services:call_outcome_from_agent",
         "telephony.services:phone_call_finish",
+        "calls.webhook:webhook_delivery_create",
     }
 )
 

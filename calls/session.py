@@ -31,7 +31,7 @@ from calls.listening import ClientTurnStream, HeardTurn, Listener
 from calls.recorder import TranscriptRecorder
 from calls.recording import record_agent_audio, recording_for_call
 from calls.speech_out import ReplySpeaker
-from calls.webhook import schedule_call_report
+from calls.webhook import call_report_queue, schedule_call_report
 from llm.prefetch import PrefetchingProvider
 from llm.session import Conversation, QueueFullError
 from llm.turn import Reply, ReplyChunk
@@ -228,6 +228,7 @@ class CallSession:
                 # Resampled and written in a worker thread while the rows above are written;
                 # the call's pointer to it is queued after them (kept through an outage).
                 await self.recording.save(record=self.recorder.record)
+            call_report_queue(record=self.recorder.record, session_id=self.call_uuid)  # webhook outbox
             await self.recorder.close(wait_seconds=5)
         finally:
             instances.call_closed(self.session_id)

@@ -67,8 +67,14 @@ RECORDER_LOST = Counter(
 )
 WEBHOOKS_LOST = Counter(
     "vantum_webhooks_lost_total",
-    "Call reports never sent: the ended call stayed unreadable (logged as errors)",
+    "Call reports given up: not accepted after all retries or past the age limit (logged as errors)",
 )
+WEBHOOKS_DELIVERED = Counter("vantum_webhooks_delivered_total", "Call reports accepted by the receiver")
+WEBHOOKS_REFUSED = Counter(
+    "vantum_webhooks_refused_total",
+    "Call reports refused with a 4xx by the receiver (final; logged as errors)",
+)
+WEBHOOKS_PENDING = Gauge("vantum_webhooks_pending", "Call reports in the outbox waiting for a retry")
 RECORDER_PENDING = Gauge("vantum_recorder_spool_pending", "Spooled writes waiting for the database")
 CALLS_LOST = Counter("vantum_calls_lost_total", "Calls of crashed processes closed as server_lost")
 REJECTED_TURNS = Counter("vantum_turns_rejected_total", "Turns refused by VANTUM_MAX_TURNS_PER_MINUTE")

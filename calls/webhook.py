@@ -1,10 +1,23 @@
 """The optional end-of-call webhook: a signed JSON report POSTed to ``CALL_WEBHOOK_URL``.
 
 The report says what a CRM needs: the outcome, the prospect, a link to the transcript in
-admin and the meeting booked, if any. Delivery runs off the call path (a background task
-started after the call ended) and is retried with back-off on a connection error, a
-timeout or a 5xx/429 answer; a 4xx other than 429 is the receiver refusing the report and
-is not retried.
+admin and the meeting booked, if any.
+
+Delivery goes through an outbox, so a restart, a crash or a database outage never loses a
+report: at hang-up a ``WebhookDelivery`` row is queued on the call's write queue, after the
+call's own rows (``call_report_queue``; spooled with them through a database outage). Once
+the call's writes are done, the process sends it off the call path
+(``schedule_call_report``); a report not accepted then is retried with back-off by a pass
+the heartbeat starts (``call_reports_retry_soon``), on whichever process gets there first:
+each attempt first claims the row with a lease (a conditional UPDATE, atomic on PostgreSQL
+and SQLite), so two processes never send the same report at the same time. A connection
+error, a timeout or a 5xx/429 answer is retried; a 4xx other than 429 is the receiver
+refusing the report and is final. After ``1 + CALL_WEBHOOK_RETRIES`` attempts or
+``CALL_WEBHOOK_MAX_AGE_SECONDS`` the report is given up, logged as an error and counted in
+``vantum_webhooks_lost_total``. Rows are kept (delivered or failed) for audit and deleted
+with their call. Delivery is at least once: a process dying between the receiver's answer
+and the row's update sends the report again after the lease (``X-Vantum-Delivery`` names the
+session and attempt, so a receiver can drop duplicates).
 
 Signature (like Stripe's): header ``X-Vantum-Signature: t=<unix time>,v1=<hex>``, where
 ``<hex>`` is HMAC-SHA256 with ``CALL_WEBHOOK_SECRET`` of ``"<t>." + body``. The receiver
@@ -16,15 +29,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.client
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+from django.utils import timezone
 
 from calls import telemetry
 
@@ -32,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Vantum-Signature"
 EVENT_TYPE = "call.ended"
+BACKOFF_MAX_SECONDS = 3600.0  # the longest pause between two attempts
+LEASE_MARGIN_SECONDS = 60.0  # a claimed attempt's lease: its HTTP timeout plus this
+DUE_PER_PASS = 100  # reports one retry pass takes at most (the next pass takes the rest)
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -110,12 +133,81 @@ def _meeting(call: Any) -> dict[str, Any] | None:
     return report
 
 
-@dataclass(frozen=True)
-class Delivery:
-    delivered: bool
-    attempts: int
-    status: int | None
-    error: str = ""
+# ---------------------------------------------------------------------------- the outbox
+
+
+def call_report_queue(*, record: Callable[..., None], session_id: uuid.UUID) -> None:
+    """Queue the call's outbox row on its write queue (``TranscriptRecorder.record``), after
+    the call's own rows, when a webhook is configured. The hang-up time is passed along:
+    through a database outage the row is stored late, and the age limit counts from it."""
+    if not settings.CALL_WEBHOOK_URL:
+        return
+    record(webhook_delivery_create, session_id=session_id, created_at=timezone.now())
+
+
+def webhook_delivery_create(*, session_id: uuid.UUID, created_at: datetime) -> Any:
+    """Store the report's outbox row, due at once. Idempotent (a spool replay may run it
+    again). Raises ``Call.DoesNotExist`` when the call's own row was never stored: the
+    recorder then logs and counts the write as lost."""
+    from calls.models import Call, WebhookDelivery
+
+    call = Call.objects.get(session_id=session_id)
+    delivery, _ = WebhookDelivery.objects.get_or_create(
+        call=call, defaults={"created_at": created_at, "next_attempt_at": created_at}
+    )
+    return delivery
+
+
+def webhook_delivery_claim(*, delivery_id: int, now: datetime, lease: timedelta) -> int | None:
+    """Take a due report for one attempt: push its due time past the lease, in one
+    conditional UPDATE, so no other pass (thread or process) can take it meanwhile.
+    Returns the attempt's number, or None when the report is not (or no longer) due.
+    The lease runs from the clock, not from ``now``: a long pass (``now`` is when it
+    started) must not claim a report with a lease that has already run out."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    claimed = WebhookDelivery.objects.filter(
+        pk=delivery_id, state=WebhookState.PENDING, next_attempt_at__lte=now
+    ).update(next_attempt_at=max(now, timezone.now()) + lease, attempts=F("attempts") + 1)
+    if not claimed:
+        return None
+    return WebhookDelivery.objects.values_list("attempts", flat=True).get(pk=delivery_id)
+
+
+def webhook_delivery_finish(
+    *,
+    delivery_id: int,
+    attempt: int,
+    state: str,
+    next_attempt_at: datetime | None,
+    status: int | None,
+    error: str,
+    now: datetime,
+) -> bool:
+    """Record the outcome of attempt ``attempt``; False when the row has moved on since
+    (a lease that ran out while this attempt was still being answered)."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    return bool(
+        WebhookDelivery.objects.filter(pk=delivery_id, state=WebhookState.PENDING, attempts=attempt).update(
+            state=state,
+            next_attempt_at=next_attempt_at,
+            delivered_at=now if state == WebhookState.DELIVERED else None,
+            last_status=status,
+            last_error=error[:2000],
+        )
+    )
+
+
+def webhook_deliveries_due(*, now: datetime, limit: int = DUE_PER_PASS) -> list[int]:
+    """Ids of the pending reports whose next attempt is due, the longest waiting first."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    return list(
+        WebhookDelivery.objects.filter(state=WebhookState.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
@@ -127,115 +219,167 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int
         return error.code
 
 
-async def deliver(
-    report: dict[str, Any],
-    *,
-    url: str,
-    secret: str,
-    retries: int = 4,
-    timeout: float = 5.0,
-    backoff: float = 1.0,
-    clock: Callable[[], float] = time.time,
-) -> Delivery:
-    """POST ``report`` until a 2xx answer, at most ``1 + retries`` times, waiting
-    ``backoff * 2**n`` seconds between attempts. The blocking HTTP call runs in a thread.
-    Each attempt is signed afresh (its timestamp is the time it is sent)."""
+def _send(report: dict[str, Any], *, attempt: int) -> tuple[int | None, str]:
+    """POST the report once, signed now. Returns (HTTP status or None, error text)."""
     body = json.dumps(report, separators=(",", ":"), sort_keys=True).encode()
-    status: int | None = None
-    error = ""
-    attempt = 0
-    for attempt in range(1, retries + 2):
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": "VantumVoice-Webhook/1",
-            SIGNATURE_HEADER: sign(body, secret=secret, timestamp=int(clock())),
-            "X-Vantum-Delivery": f"{report.get('sessionId', '')}/{attempt}",
-        }
-        try:
-            status = await asyncio.to_thread(_post, url, body, headers, timeout)
-            error = ""
-        except (OSError, TimeoutError) as exc:  # refused, reset, DNS, timeout
-            status, error = None, f"{type(exc).__name__}: {exc}"
-        if status is not None and 200 <= status < 300:
-            return Delivery(True, attempt, status)
-        if status is not None and 400 <= status < 500 and status != 429:
-            break  # the receiver refuses this report; sending it again will not help
-        if attempt <= retries:
-            await asyncio.sleep(backoff * 2 ** (attempt - 1))
-    return Delivery(False, attempt, status, error)
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "VantumVoice-Webhook/1",
+        SIGNATURE_HEADER: sign(body, secret=settings.CALL_WEBHOOK_SECRET, timestamp=int(time.time())),
+        "X-Vantum-Delivery": f"{report.get('sessionId', '')}/{attempt}",
+    }
+    try:
+        return _post(settings.CALL_WEBHOOK_URL, body, headers, settings.CALL_WEBHOOK_TIMEOUT), ""
+    except (OSError, http.client.HTTPException) as error:  # refused, reset, DNS, timeout, garbage
+        return None, f"{type(error).__name__}: {error}"
 
 
-async def _ended_call_report(session_id: uuid.UUID | str, *, wait_seconds: float) -> dict[str, Any] | None:
-    """The call's report once its rows say it ended. Through a database outage the rows
-    arrive late (retried, or spooled and replayed at recovery): wait for them, with a
-    growing pause, up to ``wait_seconds``."""
+def backoff_seconds(attempt: int) -> float:
+    """The pause after failed attempt ``attempt`` (1-based): doubling, capped."""
+    return min(settings.CALL_WEBHOOK_BACKOFF_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)
+
+
+def call_report_attempt(*, delivery_id: int, now: datetime | None = None) -> str | None:
+    """One attempt at one due report, if this pass wins its lease (synchronous: run it in
+    a thread). Returns the report's state afterwards, or None when it was not claimed."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    now = now or timezone.now()
+    lease = timedelta(seconds=settings.CALL_WEBHOOK_TIMEOUT + LEASE_MARGIN_SECONDS)
+    attempt = webhook_delivery_claim(delivery_id=delivery_id, now=now, lease=lease)
+    if attempt is None:
+        return None
+    delivery = WebhookDelivery.objects.select_related("call").get(pk=delivery_id)
+    session_id = delivery.call.session_id
+    report = call_report(session_id=session_id, base_url=settings.VANTUM_PUBLIC_URL)
+    if report is None:  # the call was deleted meanwhile (its row goes with it)
+        return None
+    status, error = _send(report, attempt=attempt)
+    done_at = timezone.now()
+    if status is not None and 200 <= status < 300:
+        state, next_at = WebhookState.DELIVERED, None
+        telemetry.WEBHOOKS_DELIVERED.inc()
+        logger.info("call=%s webhook delivered (attempt %d)", session_id, attempt)
+    elif status is not None and 400 <= status < 500 and status != 429:
+        state, next_at = WebhookState.FAILED, None  # refused: sending it again will not help
+        telemetry.WEBHOOKS_REFUSED.inc()
+        logger.error("call=%s WEBHOOK REFUSED by the receiver: HTTP %d (not retried)", session_id, status)
+    elif attempt > settings.CALL_WEBHOOK_RETRIES or done_at - delivery.created_at >= timedelta(
+        seconds=settings.CALL_WEBHOOK_MAX_AGE_SECONDS
+    ):
+        state, next_at = WebhookState.FAILED, None
+        telemetry.WEBHOOKS_LOST.inc()
+        logger.error(
+            "call=%s WEBHOOK LOST: given up after %d attempts over %.0fs, last: %s",
+            session_id,
+            attempt,
+            (done_at - delivery.created_at).total_seconds(),
+            error or f"HTTP {status}",
+        )
+    else:
+        state = WebhookState.PENDING
+        next_at = done_at + timedelta(seconds=backoff_seconds(attempt))
+        logger.warning(
+            "call=%s webhook attempt %d failed (%s); next at %s",
+            session_id,
+            attempt,
+            error or f"HTTP {status}",
+            next_at.isoformat(timespec="seconds"),
+        )
+    if not webhook_delivery_finish(
+        delivery_id=delivery_id,
+        attempt=attempt,
+        state=state,
+        next_attempt_at=next_at,
+        status=status,
+        error=error,
+        now=done_at,
+    ):
+        logger.warning("call=%s webhook attempt %d outlived its lease: outcome dropped", session_id, attempt)
+    return state
+
+
+def call_reports_deliver_due(*, now: datetime | None = None) -> int:
+    """A retry pass: one attempt at each due report (synchronous). Returns how many
+    attempts this pass made (reports another pass holds are skipped)."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    now = now or timezone.now()
+    made = 0
+    for delivery_id in webhook_deliveries_due(now=now):
+        if call_report_attempt(delivery_id=delivery_id, now=now) is not None:
+            made += 1
+    telemetry.WEBHOOKS_PENDING.set(WebhookDelivery.objects.filter(state=WebhookState.PENDING).count())
+    return made
+
+
+def call_report_deliver_now(*, session_id: uuid.UUID | str) -> str | None:
+    """The first attempt at a just-ended call's report (synchronous). None when its row is
+    not stored yet (spooled through a database outage: the retry pass sends it later)."""
+    from calls.models import WebhookDelivery, WebhookState
+
+    delivery_id = (
+        WebhookDelivery.objects.filter(call__session_id=session_id, state=WebhookState.PENDING)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if delivery_id is None:
+        return None
+    return call_report_attempt(delivery_id=delivery_id)
+
+
+async def _deliver_now(session_id: uuid.UUID | str) -> None:
     from channels.db import database_sync_to_async
-    from django.conf import settings
 
     from calls.recorder import database_unreachable
 
-    deadline = time.monotonic() + wait_seconds
-    pause = 0.25
-    while True:
-        try:
-            report = await database_sync_to_async(call_report, thread_sensitive=False)(
-                session_id=session_id, base_url=settings.VANTUM_PUBLIC_URL
-            )
-        except Exception as error:
-            if not database_unreachable(error):
-                raise
-            report = None
-        if report is not None and report.get("endedAt"):
-            return report
-        if time.monotonic() + pause > deadline:
-            return None
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 15.0)
-
-
-async def send_call_report(*, session_id: uuid.UUID | str) -> Delivery | None:
-    """Build and deliver the report of an ended call, if ``CALL_WEBHOOK_URL`` is set."""
-    from django.conf import settings
-
-    url = getattr(settings, "CALL_WEBHOOK_URL", "")
-    if not url:
-        return None
-    report = await _ended_call_report(session_id, wait_seconds=settings.CALL_WEBHOOK_WAIT_SECONDS)
-    if report is None:
-        telemetry.WEBHOOKS_LOST.inc()
-        logger.error(
-            "call=%s WEBHOOK LOST: the ended call was not readable from the database within %ss",
-            session_id,
-            settings.CALL_WEBHOOK_WAIT_SECONDS,
-        )
-        return None
-    result = await deliver(
-        report,
-        url=url,
-        secret=settings.CALL_WEBHOOK_SECRET,
-        retries=settings.CALL_WEBHOOK_RETRIES,
-        timeout=settings.CALL_WEBHOOK_TIMEOUT,
-    )
-    if result.delivered:
-        logger.info("call=%s webhook delivered (attempt %s)", session_id, result.attempts)
-    else:
-        logger.warning(
-            "call=%s webhook not delivered after %s attempts: %s",
-            session_id,
-            result.attempts,
-            result.error or f"HTTP {result.status}",
-        )
-    return result
+    try:
+        await database_sync_to_async(call_report_deliver_now, thread_sensitive=False)(session_id=session_id)
+    except Exception as error:
+        if not database_unreachable(error):
+            logger.exception("call=%s webhook: first attempt failed; the retry pass will send it", session_id)
+            return
+        logger.warning("call=%s webhook: database unreachable; the retry pass will send it", session_id)
 
 
 def schedule_call_report(*, session_id: uuid.UUID | str) -> asyncio.Task[Any] | None:
-    """Start delivering the report in the background (the call's hang-up does not wait
-    for it). Returns the task, or None when no webhook is configured."""
-    from django.conf import settings
-
-    if not getattr(settings, "CALL_WEBHOOK_URL", ""):
+    """Make the first attempt at the report in the background, once the call's writes are
+    done (the hang-up does not wait for it; a report it does not deliver stays in the
+    outbox for the retry pass). Returns the task, or None when no webhook is configured."""
+    if not settings.CALL_WEBHOOK_URL:
         return None
-    task = asyncio.get_running_loop().create_task(send_call_report(session_id=session_id))
+    task = asyncio.get_running_loop().create_task(_deliver_now(session_id))
     _background.add(task)  # keep a reference: the loop holds tasks only weakly
     task.add_done_callback(_background.discard)
     return task
+
+
+_retrier_lock = threading.Lock()
+_retrier: threading.Thread | None = None
+
+
+def call_reports_retry_soon() -> None:
+    """Start a retry pass in a thread of its own, unless one is still running (called by
+    the heartbeat each beat: slow receivers must not hold its beat up)."""
+    global _retrier
+    if not settings.CALL_WEBHOOK_URL:
+        return
+    with _retrier_lock:
+        if _retrier is not None and _retrier.is_alive():
+            return
+        _retrier = threading.Thread(target=_retry_pass, name="vantum-webhook-retry", daemon=True)
+        _retrier.start()
+
+
+def _retry_pass() -> None:
+    from calls.recorder import database_unreachable
+
+    try:
+        call_reports_deliver_due()
+    except Exception as error:
+        if database_unreachable(error):
+            logger.warning("webhook retry pass: database unreachable (%s); next beat", error)
+        else:
+            logger.exception("webhook retry pass failed; next beat")
+    finally:
+        connection.close()

@@ -127,7 +127,9 @@ try:
     CALL_WEBHOOK_SECRET = env_str("CALL_WEBHOOK_SECRET", "")
     CALL_WEBHOOK_TIMEOUT = env_float("CALL_WEBHOOK_TIMEOUT", 5.0, minimum=0.1)
     CALL_WEBHOOK_RETRIES = env_int("CALL_WEBHOOK_RETRIES", 4, minimum=0, maximum=20)
-    CALL_WEBHOOK_WAIT_SECONDS = env_float("CALL_WEBHOOK_WAIT_SECONDS", 600.0, minimum=0.0)
+    # The outbox's retries (calls.webhook): first pause (doubling, at most an hour), age limit.
+    CALL_WEBHOOK_BACKOFF_SECONDS = env_float("CALL_WEBHOOK_BACKOFF_SECONDS", 30.0, minimum=0.0)
+    CALL_WEBHOOK_MAX_AGE_SECONDS = env_float("CALL_WEBHOOK_MAX_AGE_SECONDS", 86400.0, minimum=60.0)
     VANTUM_PUBLIC_URL = env_str("VANTUM_PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/")
     if CALL_WEBHOOK_URL and not CALL_WEBHOOK_URL.startswith(("http://", "https://")):
         raise EnvError("CALL_WEBHOOK_URL", "must be an http:// or https:// URL")

@@ -12,6 +12,12 @@ but never before the end of the channel's previous piece. Caller audio streams i
 time, so this follows the conversation; agent audio is synthesized faster than real time
 and played back to back, which is exactly what the "never before the previous piece" rule
 reproduces. ``agent_interrupted()`` (barge-in) cuts off agent audio the caller never heard.
+
+Memory: the audio is appended to one ``SpooledTemporaryFile`` per call, in memory up to
+``MEMORY_BYTES`` (about 15 s of a conversation) and then on disk (an unlinked temporary
+file: one file descriptor per long call, deleted when the call's recording is done). Kept in
+memory, a ten-minute call held ~30 MB until hang-up, so a few hundred long calls could
+exhaust the machine's memory.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import tempfile
 import time
 import uuid
 import wave
@@ -31,12 +38,14 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 CALLER, AGENT = 0, 1
+MEMORY_BYTES = 512 * 1024  # per call, then the audio goes to a temporary file
 
 
 @dataclass
 class _Piece:
     at: float  # seconds from the start of the recording
-    pcm: bytes  # 16-bit little-endian mono
+    offset: int  # where its 16-bit little-endian mono samples start in the call's audio file
+    size: int  # bytes
     rate: int
 
 
@@ -67,6 +76,8 @@ class CallRecording:
         self._clock = clock
         self._start = clock()
         self._channels = (_Channel(), _Channel())
+        self._audio: tempfile.SpooledTemporaryFile[bytes] | None = None  # both channels' samples
+        self._written = 0
         self._full = False
         self.saved_name: str | None = None
 
@@ -89,8 +100,8 @@ class CallRecording:
         if channel.pieces:
             last = channel.pieces[-1]
             heard = int((cut - last.at) * last.rate)
-            if heard * 2 < len(last.pcm):
-                channel.pieces[-1] = _Piece(last.at, last.pcm[: heard * 2], last.rate)
+            if heard * 2 < last.size:
+                last.size = max(0, heard * 2)
         channel.end = min(channel.end, cut)
 
     def _add(self, index: int, pcm: bytes, rate: int, *, arrived_at_end: bool) -> None:
@@ -112,7 +123,12 @@ class CallRecording:
                 )
                 self._full = True
             return
-        channel.pieces.append(_Piece(at, bytes(pcm), rate))
+        if self._audio is None:
+            # Closed by discard() (after save), or with the object if the call never saves.
+            self._audio = tempfile.SpooledTemporaryFile(max_size=MEMORY_BYTES, prefix="vantum-recording-")  # noqa: SIM115
+        self._audio.write(pcm)
+        channel.pieces.append(_Piece(at, self._written, len(pcm), rate))
+        self._written += len(pcm)
         channel.end = at + duration
 
     def _now(self) -> float:
@@ -142,14 +158,27 @@ class CallRecording:
     def _track(self, channel: _Channel) -> np.ndarray:
         total = round(channel.end * self.rate)
         track = np.zeros(total, dtype=np.int32)
-        for piece in _joined(channel.pieces):
-            samples = resample(np.frombuffer(piece.pcm, dtype="<i2"), piece.rate, self.rate)
-            start = round(piece.at * self.rate)
+        for at, rate, pcm in _joined(channel.pieces, self._read):
+            samples = resample(np.frombuffer(pcm, dtype="<i2"), rate, self.rate)
+            start = round(at * self.rate)
             stop = min(start + len(samples), total)
             if stop > start:
                 # Pieces of one channel do not overlap; adding keeps any rounding overlap audible.
                 track[start:stop] += samples[: stop - start]
         return np.clip(track, -32768, 32767).astype(np.int16)
+
+    def _read(self, piece: _Piece) -> bytes:
+        assert self._audio is not None
+        self._audio.seek(piece.offset)
+        return self._audio.read(piece.size)
+
+    def discard(self) -> None:
+        """Free the audio (its temporary file): after ``save``, or for a call not saved."""
+        audio, self._audio = self._audio, None
+        for channel in self._channels:
+            channel.pieces.clear()
+        if audio is not None:
+            audio.close()
 
     async def save(self, *, timeout: float = 60.0, record: Callable[..., None] | None = None) -> str | None:
         """Write the WAV to storage (in a worker thread) and point the call at it.
@@ -160,10 +189,14 @@ class CallRecording:
         ``record`` is the call's write queue: the pointer is then written in order after the
         call's rows, retried and spooled through a database outage, like them."""
         if self.empty:
+            self.discard()
             return None
         try:
             async with asyncio.timeout(timeout):
-                data, seconds = await asyncio.to_thread(self.render)
+                try:
+                    data, seconds = await asyncio.to_thread(self.render)
+                finally:
+                    self.discard()
                 name = await asyncio.to_thread(self._store, data)
                 from channels.db import database_sync_to_async
 
@@ -191,19 +224,21 @@ class CallRecording:
         )
 
 
-def _joined(pieces: list[_Piece]) -> list[_Piece]:
-    """Back-to-back pieces at one rate as one piece: a ten-minute call is thousands of
-    100 ms frames but a few dozen runs, and each run is resampled in one go."""
+def _joined(pieces: list[_Piece], read: Callable[[_Piece], bytes]) -> list[tuple[float, int, bytes]]:
+    """Back-to-back pieces at one rate as one run ``(start, rate, pcm)``: a ten-minute call
+    is thousands of 100 ms frames but a few dozen runs, and each run is resampled in one go."""
     runs: list[tuple[float, int, list[bytes]]] = []  # (start, rate, parts)
     end = 0.0
     for piece in pieces:
+        if not piece.size:
+            continue
         if runs and piece.rate == runs[-1][1] and abs(piece.at - end) < 0.5 / piece.rate:
-            runs[-1][2].append(piece.pcm)
+            runs[-1][2].append(read(piece))
         else:
-            runs.append((piece.at, piece.rate, [piece.pcm]))
+            runs.append((piece.at, piece.rate, [read(piece)]))
             end = piece.at
-        end += len(piece.pcm) / 2 / piece.rate
-    return [_Piece(at, b"".join(parts), rate) for at, rate, parts in runs]
+        end += piece.size / 2 / piece.rate
+    return [(at, rate, b"".join(parts)) for at, rate, parts in runs]
 
 
 def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:

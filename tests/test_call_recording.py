@@ -6,6 +6,7 @@ import asyncio
 import io
 import math
 import subprocess
+import tracemalloc
 import uuid
 import wave
 from datetime import timedelta
@@ -18,6 +19,7 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.utils import timezone
 
+from calls import recording as recording_module
 from calls import services
 from calls.models import Call
 from calls.recording import CallRecording, resample
@@ -84,6 +86,34 @@ def test_a_barge_in_cuts_the_agent_audio_the_caller_never_heard():
     assert rms(agent[:7000]) > 5000
     assert rms(agent[8000:]) == 0  # nothing after the cut at 0.5 s
     assert rms(frames[8000:16000, 0]) > 5000  # the caller from 0.5 s to 1 s
+
+
+def test_a_long_call_keeps_its_audio_on_disk_not_in_memory_and_records_it_exactly():
+    clock = FakeClock()
+    recording = CallRecording(session_id=uuid.uuid4(), rate=16000, clock=clock)
+    tracemalloc.start()
+    # Two minutes of a conversation: the caller talks (100 ms frames), the agent answers.
+    for second in range(120):
+        if second % 2 == 0:
+            for _ in range(10):
+                clock.now += 0.1
+                recording.add_caller(tone(0.1, 16000, 440), 16000)
+        else:
+            recording.add_agent(tone(1.0, 24000, 660), 24000)
+            clock.now += 1.0
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # 2 min of audio is ~4.8 MB: in memory only up to the spill threshold, the rest on disk.
+    assert held < recording_module.MEMORY_BYTES + 1024 * 1024
+    rate, frames = channels_of(recording.render()[0])
+    assert len(frames) == pytest.approx(120 * rate, abs=2)
+    caller, agent = frames[:, 0], frames[:, 1]
+    for second in (0, 58, 118):  # the caller's seconds carry the caller, the agent's the agent
+        assert rms(caller[second * rate + 100 : (second + 1) * rate - 100]) > 5000
+        assert rms(agent[second * rate + 100 : (second + 1) * rate - 100]) == 0
+        assert rms(agent[(second + 1) * rate + 100 : (second + 2) * rate - 100]) > 5000
+    recording.discard()
+    assert recording.empty
 
 
 def test_resampling_keeps_duration_and_pitch():

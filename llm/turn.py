@@ -206,6 +206,11 @@ async def stream_reply(
             await asyncio.gather(speaker, return_exceptions=True)
         if running and not running[0].done():
             await asyncio.wait(running)
+        # Cut while a tool ran (barge-in): an end_call that went through has stored its
+        # outcome and the model was told the call ends, so the call layer must end it.
+        last_round = reply.tool_rounds[-1].calls if reply.tool_rounds else []
+        if reply.end_call is None and any(c.result and c.result.ends_call for c in last_round):
+            reply.end_call = EndCall(by="tool")
     reply.finished_at = time.monotonic()
 
 

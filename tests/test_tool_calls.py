@@ -23,6 +23,7 @@ from llm.tools import (
     ToolRegistry,
     ToolResult,
 )
+from llm.turn import Reply
 from tests.support import RecordingSink
 
 CONFIG = LLMConfig(request_timeout=2.0, streaming_timeout=10.0, stall_timeout=1.0, retry_delays=(0.0,))
@@ -48,6 +49,8 @@ class Desk:
     sink: RecordingSink | None = None
     gate: asyncio.Event | None = None
     started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    end_gate: asyncio.Event | None = None  # holds end_call until set
+    end_started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     async def book(self, context, *, start: str, duration_minutes: int) -> dict:
         self.runs.append(("book", {"start": start, "duration_minutes": duration_minutes}))
@@ -67,6 +70,9 @@ class Desk:
 
     async def end(self, context, *, outcome: str) -> ToolResult:
         self.runs.append(("end", {"outcome": outcome}))
+        self.end_started.set()
+        if self.end_gate is not None:
+            await self.end_gate.wait()
         return ToolResult.success({"ending": True, "outcome": outcome}, ends_call=True)
 
     def registry(self, *, timeout: float = 2.0) -> ToolRegistry:
@@ -381,6 +387,26 @@ async def test_a_barge_in_during_a_tool_call_stops_the_reply_and_leaves_a_cohere
     assert body["messages"][3]["tool_call_id"] == "call_b"
     assert json.loads(body["messages"][3]["content"])["ok"] is True
     assert second.spoken == ["This follow-up is never requested."]
+
+
+async def test_a_barge_in_while_end_call_runs_still_asks_the_call_to_end():
+    desk = Desk(end_gate=asyncio.Event())
+    _, conversation, _ = _setup(
+        FakeReply(
+            text="Thanks for your time. ||BREAK|| Goodbye!",
+            tool_calls=[FakeToolCall("end_call", {"outcome": "not_interested"})],
+        ),
+        desk=desk,
+    )
+    reply = Reply()
+    turn = asyncio.create_task(conversation.respond("not interested", sink=RecordingSink(), reply=reply))
+    await asyncio.wait_for(desk.end_started.wait(), 5)
+    turn.cancel()  # the caller talks while the tool stores the outcome
+    desk.end_gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(turn, 5)
+    # The outcome is stored and the model was told the call ends: the call layer must end it.
+    assert reply.end_call is not None and reply.end_call.by == "tool"
 
 
 async def test_end_call_with_its_goodbye_ends_the_reply_without_a_follow_up():

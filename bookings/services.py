@@ -131,12 +131,7 @@ def meeting_book(
     """
     hours = hours or working_hours()
     now = now or timezone.now()
-    if not MIN_DURATION <= duration_minutes <= MAX_DURATION:
-        raise BookingError(
-            f"A meeting lasts {MIN_DURATION} to {MAX_DURATION} minutes, not {duration_minutes}."
-        )
-    end = start + dt.timedelta(minutes=duration_minutes)
-    _check_bookable(start=start, end=end, hours=hours, now=now, what="meeting")
+    end = _meeting_end(start=start, duration_minutes=duration_minutes, hours=hours, now=now)
     attendee_email = attendee_email.strip()
     if attendee_email:
         try:
@@ -169,6 +164,21 @@ def meeting_book(
     return meeting
 
 
+def _meeting_end(
+    *, start: dt.datetime, duration_minutes: int, hours: WorkingHours, now: dt.datetime
+) -> dt.datetime:
+    """The end of a meeting at ``start``, once the slot is bookable (duration in range, not
+    past, inside working hours); ``BookingError`` otherwise. Overlaps are checked by the caller,
+    under its lock."""
+    if not MIN_DURATION <= duration_minutes <= MAX_DURATION:
+        raise BookingError(
+            f"A meeting lasts {MIN_DURATION} to {MAX_DURATION} minutes, not {duration_minutes}."
+        )
+    end = start + dt.timedelta(minutes=duration_minutes)
+    _check_bookable(start=start, end=end, hours=hours, now=now, what="meeting")
+    return end
+
+
 def meeting_reschedule(
     *,
     meeting: Meeting,
@@ -184,12 +194,7 @@ def meeting_reschedule(
     meeting moved here is booked again. Refusals are ``BookingError``; nothing is saved then."""
     hours = hours or working_hours()
     now = now or timezone.now()
-    if not MIN_DURATION <= duration_minutes <= MAX_DURATION:
-        raise BookingError(
-            f"A meeting lasts {MIN_DURATION} to {MAX_DURATION} minutes, not {duration_minutes}."
-        )
-    end = start + dt.timedelta(minutes=duration_minutes)
-    _check_bookable(start=start, end=end, hours=hours, now=now, what="meeting")
+    end = _meeting_end(start=start, duration_minutes=duration_minutes, hours=hours, now=now)
     try:
         with transaction.atomic():
             if _overlapping(start, end).exclude(pk=meeting.pk).select_for_update().exists():

@@ -33,3 +33,16 @@ def use_engines(fresh_registry):
 def _media_in_tmp(settings, tmp_path_factory):
     """Recordings written by a test go to a temporary folder, never into the project."""
     settings.MEDIA_ROOT = tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="module")
+def database():
+    """A PostgreSQL server of the module's own, which its tests may stop and start (outages)."""
+    from tests.outage_servers import StoppablePostgres
+
+    postgres = StoppablePostgres()
+    postgres.start()
+    try:
+        yield postgres
+    finally:
+        postgres.close()

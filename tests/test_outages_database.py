@@ -21,16 +21,6 @@ pytestmark = [pytest.mark.servers, pytest.mark.timeout(300)]
 FIRST = "Vantum is an AI sales assistant."
 
 
-@pytest.fixture(scope="module")
-def database():
-    postgres = StoppablePostgres()
-    postgres.start()
-    try:
-        yield postgres
-    finally:
-        postgres.close()
-
-
 def _env(database: StoppablePostgres, spool) -> dict[str, str]:
     env = server_env(
         {

@@ -20,16 +20,6 @@ from vantum_client import CallClient
 pytestmark = [pytest.mark.servers, pytest.mark.timeout(240)]
 
 
-@pytest.fixture(scope="module")
-def database():
-    postgres = StoppablePostgres()
-    postgres.start()
-    try:
-        yield postgres
-    finally:
-        postgres.close()
-
-
 def _env(database: StoppablePostgres, tmp_path) -> dict[str, str]:
     env = server_env(
         {

@@ -22,16 +22,6 @@ HEARTBEAT = 1.0  # seconds: a sibling is stale after 3 s of silence
 OUTAGE = 8.0  # well past the staleness threshold
 
 
-@pytest.fixture(scope="module")
-def database():
-    postgres = StoppablePostgres()
-    postgres.start()
-    try:
-        yield postgres
-    finally:
-        postgres.close()
-
-
 def _env(database: StoppablePostgres, tmp_path) -> dict[str, str]:
     env = server_env(
         {
